@@ -1,0 +1,209 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shardvisor/shardvisor/internal/secret"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func mustToken(t testing.TB, v string) secret.Token {
+	tok, err := secret.NewToken(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// sampleMessages is one valid message of each type; also the fuzz seeds.
+func sampleMessages(t testing.TB) []Message {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	return []Message{
+		&Hello{ClusterID: 3, PID: 4242, ShardIDs: []int{15, 16, 17}, Build: "v1.0.0"},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), MaxConcurrency: 16},
+		&Status{Shards: []ShardStatus{
+			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
+			{ID: 16, State: ShardQueued, Since: at},
+		}},
+		&IdentifyRequest{Shard: 15, Seq: 7},
+		&IdentifyGrant{Shard: 15, Seq: 7, Delay: 250 * time.Millisecond},
+		&IdentifyDone{Shard: 15, Seq: 7, Sent: true},
+		&MetricsRequest{ID: 99},
+		&Metrics{ID: 99, Data: []byte{1, 2, 3}},
+		&Fatal{Shard: 15, Code: 4014, Reason: "disallowed intents"},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	var buf []byte
+	msgs := sampleMessages(t)
+	for _, m := range msgs {
+		var err error
+		if buf, err = Encode(buf, m); err != nil {
+			t.Fatalf("Encode(%T): %v", m, err)
+		}
+	}
+	r := bytes.NewReader(buf)
+	for _, want := range msgs {
+		typ, p, err := ReadFrame(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(typ, p)
+		if err != nil {
+			t.Fatalf("Decode(%s): %v", typ, err)
+		}
+		if w, ok := want.(*Welcome); ok {
+			g := got.(*Welcome)
+			if g.Token.Reveal() != w.Token.Reveal() || g.MaxConcurrency != w.MaxConcurrency {
+				t.Errorf("welcome round trip: got %+v", g)
+			}
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip of %s:\n got %+v\nwant %+v", typ, got, want)
+		}
+	}
+	if _, _, err := ReadFrame(r); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+func frame(version, typ byte, length uint32, payload string) []byte {
+	return append([]byte{version, typ, byte(length >> 24), byte(length >> 16), byte(length >> 8), byte(length)}, payload...)
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"version", frame(2, 1, 2, "{}"), "protocol version 2"},
+		{"unknown type", frame(1, 200, 2, "{}"), "unknown message type 200"},
+		{"type zero", frame(1, 0, 2, "{}"), "unknown message type 0"},
+		{"oversized", frame(1, byte(TypeHello), MaxSmall+1, ""), "exceeds the limit"},
+		{"huge length", frame(1, byte(TypeMetrics), 1<<31, ""), "exceeds the limit"},
+		{"truncated", frame(1, byte(TypeHello), 10, "{}"), "unexpected EOF"},
+		{"not json", frame(1, byte(TypeHello), 3, "abc"), "decode hello"},
+		{"trailing", frame(1, byte(TypeIdentifyRequest), 14, `{"shard":1}{}x`), "decode identify-request"},
+		{"null", frame(1, byte(TypeHello), 4, "null"), "cluster id"[:0] + "pid 0"},
+		{"wrong field type", frame(1, byte(TypeIdentifyRequest), 13, `{"shard":"1"}`), "decode identify-request"},
+		{"negative shard", frame(1, byte(TypeIdentifyRequest), 12, `{"shard":-1}`), "shard id -1"},
+		{"bad state", frame(1, byte(TypeStatus), 35, `{"shards":[{"id":1,"state":"zzz"}]}`), `unknown state "zzz"`},
+		{"short metrics", frame(1, byte(TypeMetrics), 3, "abc"), "has no id"},
+		{"fatal code", frame(1, byte(TypeFatal), 22, `{"shard":0,"code":200}`), "close code 200"},
+		{"welcome without token", frame(1, byte(TypeWelcome), 2, `{}`), "no token"},
+		{"welcome bad token", frame(1, byte(TypeWelcome), 15, `{"token":"a b"}`), "white space"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			typ, p, err := ReadFrame(bytes.NewReader(tc.in))
+			if err == nil {
+				_, err = Decode(typ, p)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if tc.name != "truncated" && !errors.Is(err, ErrProtocol) {
+				t.Fatalf("err = %v does not wrap ErrProtocol", err)
+			}
+		})
+	}
+}
+
+func TestEncodeRefusesInvalid(t *testing.T) {
+	if _, err := Encode(nil, &Hello{PID: 0, ShardIDs: []int{1}}); err == nil {
+		t.Fatal("encoded a hello with pid 0")
+	}
+	if _, err := Encode(nil, &Metrics{Data: make([]byte, MaxMetrics)}); err == nil {
+		t.Fatal("encoded metrics over the limit")
+	}
+}
+
+func TestWelcomeNeverPrintsToken(t *testing.T) {
+	w := &Welcome{Token: mustToken(t, "SeCrEt.token")}
+	for _, s := range []string{fmtAll(w), fmtAll(*w)} {
+		if strings.Contains(s, "SeCrEt") {
+			t.Fatalf("token printed: %s", s)
+		}
+	}
+}
+
+func TestConnOverSocketpair(t *testing.T) {
+	pc, cf, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := FileConn(cf.Fd())
+	cf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, child := NewConn(pc, time.Second), NewConn(cc, time.Second)
+	defer parent.Close()
+	defer child.Close()
+
+	msgs := sampleMessages(t)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, m := range msgs {
+			if err := child.Write(m); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		child.Close()
+	}()
+	for range msgs {
+		if _, err := parent.Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := parent.Read(); err != io.EOF {
+		t.Fatalf("after the child closed: %v, want io.EOF", err)
+	}
+	wg.Wait()
+}
+
+func TestWriteTimesOutOnStuckReader(t *testing.T) {
+	pc, cf, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	parent := NewConn(pc, 50*time.Millisecond)
+	defer parent.Close()
+	// Nobody reads the child's end: the socket buffer fills, then the
+	// deadline ends the write instead of blocking forever.
+	big := &Metrics{ID: 1, Data: make([]byte, MaxMetrics-16)}
+	if err := parent.Write(big); err == nil {
+		t.Fatal("write to a peer that never reads did not fail")
+	}
+}
+
+func TestFileConnRejectsNonSocket(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "regular")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := FileConn(f.Fd()); err == nil {
+		t.Fatal("FileConn accepted a regular file")
+	}
+}
+
+func fmtAll(v any) string { return fmt.Sprintf("%v %+v %#v %s", v, v, v, v) }
