@@ -1,0 +1,268 @@
+// Package identify paces gateway IDENTIFYs the way Discord requires: at most
+// one per bucket (shard_id % max_concurrency) per interval (5 s on Discord),
+// and no more session starts than the day's session_start_limit allows.
+//
+// One Queue serves every shard of a bot on this machine: the supervisor's
+// serves all its cluster processes over their channels; a cluster started
+// alone runs its own.
+//
+// Pacing is by leases. Acquire waits in its bucket's FIFO and returns a
+// Lease whose NotBefore is the earliest time the IDENTIFY may be sent; it is
+// handed out up to LeadTime early so that the shard can dial meanwhile. The
+// bucket's next slot is counted from the moment the holder reports Sent, not
+// from the grant, so a slow dial can never squeeze two IDENTIFYs of one
+// bucket closer than the interval. A lease given back with Cancel frees its
+// slot again; one never reported within LeaseTimeout counts as sent then.
+package identify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// DiscordInterval is Discord's identify window per bucket.
+const DiscordInterval = 5 * time.Second
+
+// Config sets a Queue's pacing.
+type Config struct {
+	// MaxConcurrency is the number of buckets (Discord's max_concurrency).
+	MaxConcurrency int
+	// Interval is the minimum time between two IDENTIFYs of one bucket.
+	Interval time.Duration
+	// LeadTime is how long before its slot a lease may be handed out.
+	// Zero means min(Interval, 1 s).
+	LeadTime time.Duration
+	// LeaseTimeout is how long after NotBefore a lease may stay unreported
+	// before it counts as sent. Zero means 30 s.
+	LeaseTimeout time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.MaxConcurrency < 1 {
+		return fmt.Errorf("identify queue: max concurrency %d, must be at least 1", c.MaxConcurrency)
+	}
+	if c.Interval <= 0 {
+		return fmt.Errorf("identify queue: interval %v, must be positive", c.Interval)
+	}
+	if c.LeadTime <= 0 {
+		c.LeadTime = min(c.Interval, time.Second)
+	}
+	if c.LeaseTimeout <= 0 {
+		c.LeaseTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Lease is the permission for one IDENTIFY.
+type Lease interface {
+	// NotBefore is the earliest time the IDENTIFY may be sent.
+	NotBefore() time.Time
+	// Sent reports that the IDENTIFY went out (now).
+	Sent()
+	// Cancel gives the permission back unused. After Sent it does nothing.
+	Cancel()
+}
+
+// Acquirer hands out leases: a Queue, or a client of a queue elsewhere.
+type Acquirer interface {
+	// Acquire blocks until shard may identify, or ctx is done.
+	Acquire(ctx context.Context, shard int) (Lease, error)
+}
+
+// Queue is the identify queue. Its methods are safe for concurrent use.
+type Queue struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *queueMetrics
+
+	mu      sync.Mutex
+	buckets []*bucket
+	budget  budgetState
+}
+
+type bucket struct {
+	id      int
+	waiters []*waiter
+	lease   *lease      // handed out, neither sent nor cancelled
+	free    time.Time   // earliest time the next IDENTIFY may be sent
+	timer   *time.Timer // wakes dispatch for this bucket
+}
+
+type waiter struct {
+	shard  int
+	queued time.Time
+	grant  chan *lease // buffered 1
+	gone   bool        // its Acquire returned
+}
+
+type lease struct {
+	q         *Queue
+	b         *bucket
+	shard     int
+	notBefore time.Time
+	expiry    *time.Timer
+	done      bool
+}
+
+// New returns a queue. A nil logger discards; metrics may be nil.
+func New(cfg Config, logger *slog.Logger, m *Metrics) (*Queue, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	q := &Queue{cfg: cfg, log: logger}
+	q.metrics = m.forQueue(q)
+	for i := range cfg.MaxConcurrency {
+		q.buckets = append(q.buckets, &bucket{id: i})
+	}
+	return q, nil
+}
+
+// Config returns the queue's configuration, defaults filled in.
+func (q *Queue) Config() Config { return q.cfg }
+
+// Bucket returns the bucket of shard.
+func (q *Queue) Bucket(shard int) int { return shard % q.cfg.MaxConcurrency }
+
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("identify queue closed")
+
+// Acquire implements Acquirer: it waits in shard's bucket FIFO.
+func (q *Queue) Acquire(ctx context.Context, shard int) (Lease, error) {
+	if shard < 0 {
+		return nil, fmt.Errorf("acquire identify for shard %d: negative shard id", shard)
+	}
+	q.mu.Lock()
+	b := q.buckets[q.Bucket(shard)]
+	w := &waiter{shard: shard, queued: time.Now(), grant: make(chan *lease, 1)}
+	b.waiters = append(b.waiters, w)
+	q.dispatchLocked(b)
+	q.mu.Unlock()
+
+	select {
+	case l := <-w.grant:
+		return l, nil
+	case <-ctx.Done():
+		q.mu.Lock()
+		w.gone = true
+		select {
+		case l := <-w.grant: // granted in the meantime: give it back
+			q.mu.Unlock()
+			l.Cancel()
+		default:
+			q.removeWaiterLocked(b, w)
+			q.mu.Unlock()
+		}
+		return nil, fmt.Errorf("acquire identify for shard %d: %w", shard, context.Cause(ctx))
+	}
+}
+
+func (q *Queue) removeWaiterLocked(b *bucket, w *waiter) {
+	for i, x := range b.waiters {
+		if x == w {
+			b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// dispatchLocked hands the bucket's next lease out if it may go now, or
+// arms the bucket's timer for when it may.
+func (q *Queue) dispatchLocked(b *bucket) {
+	if b.lease != nil || len(b.waiters) == 0 {
+		return
+	}
+	now := time.Now()
+	if wait := q.budgetWaitLocked(now); wait > 0 {
+		q.armLocked(b, wait)
+		return
+	}
+	if grantAt := b.free.Add(-q.cfg.LeadTime); now.Before(grantAt) {
+		q.armLocked(b, grantAt.Sub(now))
+		return
+	}
+	w := b.waiters[0]
+	b.waiters = b.waiters[1:]
+	l := &lease{q: q, b: b, shard: w.shard, notBefore: b.free}
+	if l.notBefore.Before(now) {
+		l.notBefore = now
+	}
+	b.lease = l
+	q.budget.take()
+	l.expiry = time.AfterFunc(l.notBefore.Sub(now)+q.cfg.LeaseTimeout, l.expire)
+	q.metrics.granted(now.Sub(w.queued))
+	w.grant <- l
+}
+
+func (q *Queue) armLocked(b *bucket, d time.Duration) {
+	if b.timer == nil {
+		b.timer = time.AfterFunc(d, func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.dispatchLocked(b)
+		})
+		return
+	}
+	b.timer.Reset(d)
+}
+
+func (l *lease) NotBefore() time.Time { return l.notBefore }
+
+func (l *lease) Sent() { l.finish(true, "") }
+
+func (l *lease) Cancel() { l.finish(false, "") }
+
+func (l *lease) expire() {
+	l.finish(true, "identify lease not reported within the lease timeout; counting it as sent")
+}
+
+func (l *lease) finish(sent bool, warn string) {
+	q := l.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if l.done {
+		return
+	}
+	l.done = true
+	l.expiry.Stop()
+	if warn != "" {
+		q.log.Warn(warn, "shard_id", l.shard, "bucket", l.b.id)
+	}
+	if sent {
+		// Counted from now, which is after the frame left: the next IDENTIFY
+		// of this bucket cannot reach Discord less than Interval after it.
+		l.b.free = time.Now().Add(q.cfg.Interval)
+		q.metrics.sent()
+	} else {
+		q.budget.refund()
+	}
+	l.b.lease = nil
+	q.dispatchLocked(l.b)
+}
+
+// Stats is a snapshot of the queue, for status pages and metrics.
+type Stats struct {
+	Waiting []int // per bucket
+	Leased  int   // leases handed out and not yet reported
+	Budget  Budget
+}
+
+// Stats returns a snapshot.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := Stats{Waiting: make([]int, len(q.buckets)), Budget: q.budget.public()}
+	for i, b := range q.buckets {
+		s.Waiting[i] = len(b.waiters)
+		if b.lease != nil {
+			s.Leased++
+		}
+	}
+	return s
+}
