@@ -1,0 +1,302 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/wire"
+)
+
+// Channel limits: what one child may ask of the supervisor.
+const (
+	outQueue          = 256              // messages waiting to be written to one child
+	channelWriteLimit = 10 * time.Second // a child that does not read for this long is cut off
+	floodRate         = 200.0            // messages per second, sustained, plus 4 per shard
+	floodBurst        = 1000.0           // plus 8 per shard
+)
+
+// errProtocol marks a child cut off for breaking the channel protocol.
+var errProtocol = errors.New("channel protocol")
+
+// channel serves one cluster process's end of the channel.
+type channel struct {
+	cluster Cluster
+	shards  map[int]bool
+	conn    *wire.Conn
+	queue   identify.Acquirer
+	store   *Store
+	log     *slog.Logger
+
+	ctx    context.Context // done when the child is gone
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // reader, writer and identify waits
+	out    chan wire.Message
+	// broken receives the first protocol violation; the runner then kills
+	// the child.
+	broken chan error
+
+	heard atomic.Int64 // unix nanoseconds of the last message
+
+	mu        sync.Mutex
+	helloed   bool
+	leases    map[uint64]identify.Lease // granted, not yet reported
+	requests  int                       // identify requests waiting in the queue
+	metrics   map[uint64]chan []byte
+	nextID    uint64
+	fatal     *wire.Fatal
+	tokens    float64
+	tokenTime time.Time
+	rate      float64
+	burst     float64
+}
+
+func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logger *slog.Logger) *channel {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := &channel{
+		cluster: c, shards: map[int]bool{}, conn: wire.NewConn(nc, channelWriteLimit),
+		queue: q, store: store, log: logger,
+		ctx: ctx, cancel: cancel,
+		out:    make(chan wire.Message, outQueue),
+		broken: make(chan error, 1),
+		leases: map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
+		rate:  floodRate + 4*float64(len(c.Shards)),
+		burst: floodBurst + 8*float64(len(c.Shards)),
+	}
+	ch.tokens, ch.tokenTime = ch.burst, time.Now()
+	for _, id := range c.Shards {
+		ch.shards[id] = true
+	}
+	ch.heard.Store(time.Now().UnixNano())
+	return ch
+}
+
+// start sends the welcome and runs the reader and writer until close.
+func (ch *channel) start(token secret.Token, maxConcurrency int) {
+	ch.send(&wire.Welcome{Token: token, MaxConcurrency: maxConcurrency})
+	ch.wg.Add(2)
+	go func() { defer ch.wg.Done(); ch.writeLoop() }()
+	go func() { defer ch.wg.Done(); ch.readLoop() }()
+}
+
+// lastHeard is when the child last said anything.
+func (ch *channel) lastHeard() time.Time { return time.Unix(0, ch.heard.Load()) }
+
+// fatalReport is the child's fatal-close report, if it sent one.
+func (ch *channel) fatalReport() *wire.Fatal {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.fatal
+}
+
+// violate records a protocol violation (the first one wins) and stops
+// reading from the child.
+func (ch *channel) violate(err error) {
+	select {
+	case ch.broken <- fmt.Errorf("%w: %w", errProtocol, err):
+	default:
+	}
+	ch.cancel()
+}
+
+// send queues m for the child without blocking. A child so far behind that
+// its queue is full is cut off.
+func (ch *channel) send(m wire.Message) {
+	select {
+	case ch.out <- m:
+	case <-ch.ctx.Done():
+	default:
+		ch.violate(fmt.Errorf("child does not read its channel: %d messages queued", outQueue))
+	}
+}
+
+func (ch *channel) writeLoop() {
+	for {
+		select {
+		case <-ch.ctx.Done():
+			return
+		case m := <-ch.out:
+			if err := ch.conn.Write(m); err != nil {
+				if ch.ctx.Err() == nil {
+					ch.violate(fmt.Errorf("write to child: %w", err))
+				}
+				return
+			}
+		}
+	}
+}
+
+func (ch *channel) readLoop() {
+	defer ch.cancel()
+	for {
+		m, err := ch.conn.Read()
+		if err != nil {
+			switch {
+			case ch.ctx.Err() != nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+				// The child exited or was cut off: its exit tells the rest.
+			case errors.Is(err, wire.ErrProtocol), errors.Is(err, io.ErrUnexpectedEOF):
+				ch.violate(err)
+			default:
+				ch.log.Debug("read from child", "err", err)
+			}
+			return
+		}
+		ch.heard.Store(time.Now().UnixNano())
+		if err := ch.handle(m); err != nil {
+			ch.violate(err)
+			return
+		}
+	}
+}
+
+// allow takes one token from the flood bucket.
+func (ch *channel) allow(now time.Time) bool {
+	ch.tokens = min(ch.burst, ch.tokens+now.Sub(ch.tokenTime).Seconds()*ch.rate)
+	ch.tokenTime = now
+	if ch.tokens < 1 {
+		return false
+	}
+	ch.tokens--
+	return true
+}
+
+func (ch *channel) handle(m wire.Message) error {
+	now := time.Now()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if !ch.allow(now) {
+		return fmt.Errorf("flood: more than %.0f messages per second", ch.rate)
+	}
+	if _, ok := m.(*wire.Hello); !ok && !ch.helloed {
+		return fmt.Errorf("%s before hello", m.Type())
+	}
+	switch m := m.(type) {
+	case *wire.Hello:
+		if ch.helloed {
+			return errors.New("second hello")
+		}
+		if m.ClusterID != ch.cluster.ID || !sameShards(m.ShardIDs, ch.cluster.Shards) {
+			return fmt.Errorf("hello from cluster %d with shards %v; started as cluster %d with %v",
+				m.ClusterID, m.ShardIDs, ch.cluster.ID, ch.cluster.Shards)
+		}
+		ch.helloed = true
+	case *wire.Status:
+		for _, s := range m.Shards {
+			if !ch.shards[s.ID] {
+				return fmt.Errorf("status for shard %d, not one of this cluster's", s.ID)
+			}
+		}
+		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
+	case *wire.IdentifyRequest:
+		if !ch.shards[m.Shard] {
+			return fmt.Errorf("identify request for shard %d, not one of this cluster's", m.Shard)
+		}
+		if _, dup := ch.leases[m.Seq]; dup || ch.requests+len(ch.leases) >= 2*len(ch.cluster.Shards) {
+			return fmt.Errorf("identify request %d: too many outstanding or duplicate", m.Seq)
+		}
+		ch.requests++
+		ch.wg.Add(1)
+		go func() { defer ch.wg.Done(); ch.acquire(m.Shard, m.Seq) }()
+	case *wire.IdentifyDone:
+		l, ok := ch.leases[m.Seq]
+		if !ok {
+			return fmt.Errorf("identify done for unknown grant %d", m.Seq)
+		}
+		delete(ch.leases, m.Seq)
+		if m.Sent {
+			l.Sent()
+		} else {
+			l.Cancel()
+		}
+	case *wire.Metrics:
+		if w, ok := ch.metrics[m.ID]; ok {
+			delete(ch.metrics, m.ID)
+			w <- m.Data // buffered
+		}
+		// An answer nobody waits for any more (a scrape timed out) is dropped.
+	case *wire.Fatal:
+		ch.fatal = m
+	default:
+		return fmt.Errorf("%s is not a message a child sends", m.Type())
+	}
+	return nil
+}
+
+// acquire waits in the identify queue on the child's behalf.
+func (ch *channel) acquire(shard int, seq uint64) {
+	l, err := ch.queue.Acquire(ch.ctx, shard)
+	ch.mu.Lock()
+	ch.requests--
+	if err != nil {
+		ch.mu.Unlock()
+		return // the child is gone
+	}
+	if ch.ctx.Err() != nil {
+		ch.mu.Unlock()
+		l.Sent() // gone between the grant and now: assume the worst
+		return
+	}
+	ch.leases[seq] = l
+	ch.mu.Unlock()
+	ch.send(&wire.IdentifyGrant{Shard: shard, Seq: seq, Delay: max(time.Until(l.NotBefore()), 0)})
+}
+
+// Metrics asks the child for its metrics and waits for them or ctx.
+func (ch *channel) Metrics(ctx context.Context) ([]byte, error) {
+	ch.mu.Lock()
+	ch.nextID++
+	id := ch.nextID
+	w := make(chan []byte, 1)
+	ch.metrics[id] = w
+	ch.mu.Unlock()
+	defer func() {
+		ch.mu.Lock()
+		delete(ch.metrics, id)
+		ch.mu.Unlock()
+	}()
+	ch.send(&wire.MetricsRequest{ID: id})
+	select {
+	case b := <-w:
+		return b, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("metrics of cluster %d: %w", ch.cluster.ID, context.Cause(ctx))
+	case <-ch.ctx.Done():
+		return nil, fmt.Errorf("metrics of cluster %d: process gone", ch.cluster.ID)
+	}
+}
+
+// close ends the channel once the child has exited, and returns when its
+// goroutines have. Leases it held count as sent: it may have sent the
+// IDENTIFY just before it died.
+func (ch *channel) close() {
+	ch.cancel()
+	ch.conn.Close()
+	ch.wg.Wait()
+	ch.mu.Lock()
+	leases := ch.leases
+	ch.leases = map[uint64]identify.Lease{}
+	ch.mu.Unlock()
+	for _, l := range leases {
+		l.Sent()
+	}
+}
+
+func sameShards(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

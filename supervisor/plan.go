@@ -1,0 +1,151 @@
+package supervisor
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Cluster is one cluster of a plan: a contiguous range of shard ids run by
+// one process.
+type Cluster struct {
+	ID     int
+	Shards []int
+}
+
+// Plan groups a bot's shards into clusters.
+type Plan struct {
+	// ShardCount is the bot's total number of shards.
+	ShardCount int
+	// Total is the number of clusters in the whole plan.
+	Total int
+	// Clusters are the clusters this supervisor runs: all of them, or those
+	// chosen with -cluster-ids when several machines share one bot.
+	Clusters []Cluster
+}
+
+// PlanConfig is what the flags say about the plan. Exactly one of
+// ShardsPerCluster and Clusters is set.
+type PlanConfig struct {
+	Shards           int
+	ShardsPerCluster int
+	Clusters         int
+	ClusterIDs       []int // nil: every cluster
+}
+
+// NewPlan splits Shards into contiguous ranges: ShardsPerCluster each (the
+// last one may be smaller), or Clusters ranges whose sizes differ by at most
+// one. Contiguous ranges put consecutive shard ids, and so different
+// identify buckets, in each cluster: a cluster's shards come up in parallel.
+// Errors name the flag at fault.
+func NewPlan(c PlanConfig) (Plan, error) {
+	if c.Shards < 1 {
+		return Plan{}, fmt.Errorf("-shards: %d shards; a bot has at least 1", c.Shards)
+	}
+	var sizes []int
+	switch {
+	case c.ShardsPerCluster > 0 && c.Clusters > 0:
+		return Plan{}, fmt.Errorf("-clusters and -shards-per-cluster both set: give one of them")
+	case c.Clusters > 0:
+		if c.Clusters > c.Shards {
+			return Plan{}, fmt.Errorf("-clusters: %d clusters for %d shards; every cluster needs at least one shard", c.Clusters, c.Shards)
+		}
+		for i := range c.Clusters {
+			n := c.Shards / c.Clusters
+			if i < c.Shards%c.Clusters {
+				n++
+			}
+			sizes = append(sizes, n)
+		}
+	case c.ShardsPerCluster > 0:
+		for left := c.Shards; left > 0; left -= c.ShardsPerCluster {
+			sizes = append(sizes, min(left, c.ShardsPerCluster))
+		}
+	case c.Clusters < 0:
+		return Plan{}, fmt.Errorf("-clusters: %d; must be at least 1", c.Clusters)
+	default:
+		return Plan{}, fmt.Errorf("-shards-per-cluster: %d; must be at least 1", c.ShardsPerCluster)
+	}
+	p := Plan{ShardCount: c.Shards, Total: len(sizes)}
+	next := 0
+	all := make([]Cluster, len(sizes))
+	for i, n := range sizes {
+		all[i] = Cluster{ID: i}
+		for range n {
+			all[i].Shards = append(all[i].Shards, next)
+			next++
+		}
+	}
+	if c.ClusterIDs == nil {
+		p.Clusters = all
+		return p, nil
+	}
+	if len(c.ClusterIDs) == 0 {
+		return Plan{}, fmt.Errorf("-cluster-ids: empty list")
+	}
+	seen := map[int]bool{}
+	for _, id := range c.ClusterIDs {
+		if id < 0 || id >= len(all) {
+			return Plan{}, fmt.Errorf("-cluster-ids: cluster %d is not in the plan (clusters 0-%d for %d shards)", id, len(all)-1, c.Shards)
+		}
+		if seen[id] {
+			return Plan{}, fmt.Errorf("-cluster-ids: cluster %d listed twice", id)
+		}
+		seen[id] = true
+		p.Clusters = append(p.Clusters, all[id])
+	}
+	slices.SortFunc(p.Clusters, func(a, b Cluster) int { return a.ID - b.ID })
+	return p, nil
+}
+
+// Shards returns how many shards the supervisor runs.
+func (p Plan) Shards() int {
+	n := 0
+	for _, c := range p.Clusters {
+		n += len(c.Shards)
+	}
+	return n
+}
+
+// ParseIDs parses a comma-separated list of non-negative integers such as
+// "2,3" or "0-3,7" (ranges inclusive). name is used in errors.
+func ParseIDs(name, s string) ([]int, error) {
+	var ids []int
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("%s %q: empty element", name, s)
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("%s %q: %q is not a non-negative integer", name, s, lo)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("%s %q: bad range %q", name, s, part)
+			}
+		}
+		if b-a > 1<<20 {
+			return nil, fmt.Errorf("%s %q: range %q too large", name, s, part)
+		}
+		for i := a; i <= b; i++ {
+			ids = append(ids, i)
+		}
+	}
+	return ids, nil
+}
+
+// FormatIDs is the inverse of ParseIDs for a plain list: "15,16,17".
+func FormatIDs(ids []int) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(id))
+	}
+	return b.String()
+}

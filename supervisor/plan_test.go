@@ -1,0 +1,98 @@
+package supervisor
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestNewPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     PlanConfig
+		want    [][]int // shards per cluster run
+		ids     []int   // cluster ids run
+		total   int
+		wantErr string
+	}{
+		{name: "per cluster exact", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5},
+			want: [][]int{{0, 1, 2, 3, 4}, {5, 6, 7, 8, 9}}, ids: []int{0, 1}, total: 2},
+		{name: "per cluster remainder", cfg: PlanConfig{Shards: 7, ShardsPerCluster: 3},
+			want: [][]int{{0, 1, 2}, {3, 4, 5}, {6}}, ids: []int{0, 1, 2}, total: 3},
+		{name: "one shard", cfg: PlanConfig{Shards: 1, ShardsPerCluster: 5},
+			want: [][]int{{0}}, ids: []int{0}, total: 1},
+		{name: "clusters even", cfg: PlanConfig{Shards: 64, Clusters: 8},
+			want: [][]int{{0, 1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11, 12, 13, 14, 15}, {16, 17, 18, 19, 20, 21, 22, 23},
+				{24, 25, 26, 27, 28, 29, 30, 31}, {32, 33, 34, 35, 36, 37, 38, 39}, {40, 41, 42, 43, 44, 45, 46, 47},
+				{48, 49, 50, 51, 52, 53, 54, 55}, {56, 57, 58, 59, 60, 61, 62, 63}}, ids: []int{0, 1, 2, 3, 4, 5, 6, 7}, total: 8},
+		{name: "clusters uneven", cfg: PlanConfig{Shards: 10, Clusters: 3},
+			want: [][]int{{0, 1, 2, 3}, {4, 5, 6}, {7, 8, 9}}, ids: []int{0, 1, 2}, total: 3},
+		{name: "clusters equal shards", cfg: PlanConfig{Shards: 3, Clusters: 3},
+			want: [][]int{{0}, {1}, {2}}, ids: []int{0, 1, 2}, total: 3},
+		{name: "cluster ids", cfg: PlanConfig{Shards: 20, ShardsPerCluster: 5, ClusterIDs: []int{3, 1}},
+			want: [][]int{{5, 6, 7, 8, 9}, {15, 16, 17, 18, 19}}, ids: []int{1, 3}, total: 4},
+		{name: "zero shards", cfg: PlanConfig{Shards: 0, ShardsPerCluster: 5}, wantErr: "-shards"},
+		{name: "negative shards", cfg: PlanConfig{Shards: -4, ShardsPerCluster: 5}, wantErr: "-shards"},
+		{name: "more clusters than shards", cfg: PlanConfig{Shards: 4, Clusters: 5}, wantErr: "-clusters: 5 clusters for 4 shards"},
+		{name: "both", cfg: PlanConfig{Shards: 4, Clusters: 2, ShardsPerCluster: 2}, wantErr: "both set"},
+		{name: "neither", cfg: PlanConfig{Shards: 4}, wantErr: "-shards-per-cluster"},
+		{name: "negative clusters", cfg: PlanConfig{Shards: 4, Clusters: -1}, wantErr: "-clusters"},
+		{name: "id out of range", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{2}}, wantErr: "-cluster-ids: cluster 2 is not in the plan (clusters 0-1"},
+		{name: "id negative", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{-1}}, wantErr: "-cluster-ids"},
+		{name: "id twice", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{1, 1}}, wantErr: "listed twice"},
+		{name: "ids empty", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{}}, wantErr: "empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewPlan(tc.cfg)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got [][]int
+			var ids []int
+			for _, c := range p.Clusters {
+				got = append(got, c.Shards)
+				ids = append(ids, c.ID)
+			}
+			if !reflect.DeepEqual(got, tc.want) || !reflect.DeepEqual(ids, tc.ids) || p.Total != tc.total || p.ShardCount != tc.cfg.Shards {
+				t.Fatalf("plan %+v\nwant shards %v ids %v total %d", p, tc.want, tc.ids, tc.total)
+			}
+		})
+	}
+}
+
+func TestParseIDs(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{in: "2,3", want: []int{2, 3}},
+		{in: " 0 , 7 ", want: []int{0, 7}},
+		{in: "0-3,7", want: []int{0, 1, 2, 3, 7}},
+		{in: "5", want: []int{5}},
+		{in: "", wantErr: true},
+		{in: "1,,2", wantErr: true},
+		{in: "a", wantErr: true},
+		{in: "-1", wantErr: true},
+		{in: "3-1", wantErr: true},
+		{in: "1-x", wantErr: true},
+		{in: "0-99999999", wantErr: true},
+	} {
+		got, err := ParseIDs("-cluster-ids", tc.in)
+		if tc.wantErr != (err != nil) || (!tc.wantErr && !reflect.DeepEqual(got, tc.want)) {
+			t.Errorf("ParseIDs(%q) = %v, %v", tc.in, got, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "-cluster-ids") {
+			t.Errorf("error %q does not name the flag", err)
+		}
+	}
+	if s := FormatIDs([]int{15, 16, 17}); s != "15,16,17" {
+		t.Errorf("FormatIDs = %q", s)
+	}
+}

@@ -1,0 +1,217 @@
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shardvisor/shardvisor/internal/wire"
+)
+
+// runner keeps one cluster's process running: start, watch, decide, wait,
+// start again.
+type runner struct {
+	sup     *Supervisor
+	cluster Cluster
+	log     *slog.Logger
+	roll    chan struct{} // a rolling restart asks for a fresh process
+
+	mu sync.Mutex
+	ch *channel // the current process's channel; nil between processes
+	// unclean is set when the process had to be killed, or exited non-zero,
+	// while the supervisor was stopping.
+	unclean bool
+}
+
+func newRunner(s *Supervisor, c Cluster) *runner {
+	return &runner{sup: s, cluster: c, log: s.log.With("cluster_id", c.ID), roll: make(chan struct{})}
+}
+
+// channel returns the current process's channel, or nil.
+func (r *runner) channel() *channel {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ch
+}
+
+func (r *runner) setChannel(ch *channel) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ch = ch
+}
+
+// run returns nil when the supervisor stops, or the error that must stop it.
+func (r *runner) run() error {
+	var hist History
+	for {
+		if r.sup.isStopping() {
+			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopped })
+			return nil
+		}
+		exit, fatal := r.runOnce()
+		if r.sup.isStopping() {
+			continue
+		}
+		if exit.Reason == ReasonRolling {
+			r.recordRestart(exit, 0)
+			continue
+		}
+		d := r.sup.cfg.Policy.Decide(&hist, exit, time.Now(), rand.Float64(), r.sup.budgetFactor())
+		switch d.Action {
+		case ActionStopFatal:
+			msg := "the cluster reported a fatal configuration error"
+			if fatal != nil {
+				msg = fmt.Sprintf("shard %d: gateway close %d: %s", fatal.Shard, fatal.Code, fatal.Reason)
+			}
+			r.log.Error("cluster exited with the fatal configuration status; stopping everything, restarting cannot help",
+				"pid", exit.PID, "status", exit.String(), "uptime", exit.Uptime.Round(time.Millisecond), "reason", msg)
+			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+				c.State = ClusterFatal
+				c.LastExit.Message = msg
+			})
+			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
+		case ActionStopIntensity:
+			r.log.Error("cluster restarted too often; stopping everything",
+				"max_restarts", r.sup.cfg.Policy.MaxRestarts, "window", r.sup.cfg.Policy.Window)
+			return &IntensityError{ClusterID: r.cluster.ID, MaxRestarts: r.sup.cfg.Policy.MaxRestarts, Window: r.sup.cfg.Policy.Window}
+		}
+		r.recordRestart(exit, d.Delay)
+		t := time.NewTimer(d.Delay)
+		select {
+		case <-t.C:
+		case <-r.roll: // a rolling restart does not wait for the backoff
+		case <-r.sup.stopping:
+		}
+		t.Stop()
+	}
+}
+
+// recordRestart logs an exit that will be followed by a new process.
+func (r *runner) recordRestart(exit Exit, delay time.Duration) {
+	r.log.Warn("cluster process ended; starting it again", "pid", exit.PID,
+		"status", exit.String(), "reason", exit.Reason, "uptime", exit.Uptime.Round(time.Millisecond), "delay", delay.Round(time.Millisecond))
+	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+		c.Restarts++
+		if c.RestartsBy == nil {
+			c.RestartsBy = map[Reason]int{}
+		}
+		c.RestartsBy[exit.Reason]++
+		c.State = ClusterBackoff
+		c.Backoff = delay
+		c.NextStart = time.Now().Add(delay)
+	})
+}
+
+// runOnce starts one process and supervises it until it has exited.
+func (r *runner) runOnce() (Exit, *wire.Fatal) {
+	started := time.Now()
+	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.sup.cfg.Plan.ShardCount)
+	if err != nil {
+		r.log.Error("start cluster process", "err", err)
+		exit := Exit{Code: -1, Reason: ReasonExit}
+		r.recordExit(exit, 0)
+		return exit, nil
+	}
+	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
+	ch.start(r.sup.cfg.Token, r.sup.cfg.MaxConcurrency)
+	r.setChannel(ch)
+	pid := proc.PID()
+	r.log.Info("cluster process started", "pid", pid, "shards", FormatIDs(r.cluster.Shards))
+	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+		c.State, c.PID, c.StartedAt = ClusterStarting, pid, started
+		c.Generation++
+		c.Backoff, c.NextStart = 0, time.Time{}
+		c.resetShards(started)
+	})
+
+	exited := make(chan Exit, 1)
+	go func() { exited <- proc.Wait() }()
+	exit := r.supervise(proc, ch, exited)
+	exit.PID = pid
+
+	_ = proc.KillGroup() // whatever it left behind in its process group
+	ch.close()
+	r.setChannel(nil)
+	r.recordExit(exit, pid)
+	return exit, ch.fatalReport()
+}
+
+// supervise waits for the process to exit, ending it first when it must go.
+func (r *runner) supervise(proc Process, ch *channel, exited <-chan Exit) Exit {
+	cfg := r.sup.cfg
+	watch := time.NewTicker(min(cfg.ChildWatchdog/4, time.Second))
+	defer watch.Stop()
+	for {
+		select {
+		case e := <-exited:
+			return e
+		case err := <-ch.broken:
+			r.log.Error("cutting off cluster process", "pid", proc.PID(), "err", err)
+			_ = proc.KillGroup()
+			e := <-exited
+			e.Reason = ReasonProtocol
+			return e
+		case <-watch.C:
+			if silent := time.Since(ch.lastHeard()); silent > cfg.ChildWatchdog {
+				r.log.Error("cluster process silent on its channel; killing it", "pid", proc.PID(),
+					"silent", silent.Round(time.Millisecond), "child_watchdog", cfg.ChildWatchdog)
+				_ = proc.KillGroup()
+				e := <-exited
+				e.Reason = ReasonWatchdog
+				return e
+			}
+		case <-r.roll:
+			r.log.Info("rolling restart: stopping cluster process", "pid", proc.PID())
+			e := r.stop(proc, exited, time.After(cfg.ShutdownTimeout))
+			if !r.sup.isStopping() {
+				e.Reason = ReasonRolling
+			}
+			return e
+		case <-r.sup.stopping:
+			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopping })
+			e := r.stop(proc, exited, nil)
+			if e.Signal != 0 || e.Code != 0 {
+				r.mu.Lock()
+				r.unclean = true
+				r.mu.Unlock()
+			}
+			e.Reason = ReasonStop
+			return e
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the exit; when timeout (nil: none) or
+// the supervisor's hurry comes first, it kills the whole process group.
+func (r *runner) stop(proc Process, exited <-chan Exit, timeout <-chan time.Time) Exit {
+	_ = proc.Signal(syscall.SIGTERM)
+	select {
+	case e := <-exited:
+		return e
+	case <-timeout:
+	case <-r.sup.hurry:
+	}
+	r.log.Warn("cluster process did not stop in time; killing it", "pid", proc.PID())
+	_ = proc.KillGroup()
+	return <-exited
+}
+
+func (r *runner) recordExit(exit Exit, pid int) {
+	now := time.Now()
+	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+		le := &LastExit{Status: exit.String(), Code: exit.Code, Reason: exit.Reason, At: now, Uptime: exit.Uptime}
+		if exit.Signal != 0 {
+			le.Signal = exit.Signal.String()
+		}
+		c.LastExit = le
+		c.PID = 0
+		c.State = ClusterStopped
+		c.resetShards(now)
+	})
+	if pid != 0 && exit.Reason == ReasonStop {
+		r.log.Info("cluster process stopped", "pid", pid, "status", exit.String(), "uptime", exit.Uptime.Round(time.Millisecond))
+	}
+}

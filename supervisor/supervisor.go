@@ -1,0 +1,257 @@
+// Package supervisor is shardvisor's parent process: it runs one cluster
+// process per group of shards, restarts those that crash or hang, paces
+// their IDENTIFYs through one queue, and stops them all gracefully.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
+)
+
+// Config is a Supervisor's configuration.
+type Config struct {
+	Plan     Plan
+	Launcher Launcher
+	Policy   RestartPolicy
+	// ShutdownTimeout is how long a stop waits for the processes to exit
+	// after SIGTERM before it kills them.
+	ShutdownTimeout time.Duration
+	// ChildWatchdog is how long a process may stay silent on its channel
+	// before it is killed and restarted.
+	ChildWatchdog time.Duration
+	// Token is handed to each child over its channel.
+	Token secret.Token
+	// MaxConcurrency is Discord's identify concurrency, for the children.
+	MaxConcurrency int
+	// Queue paces every child's IDENTIFYs.
+	Queue identify.Acquirer
+	// BudgetFactor, if set, stretches restart delays while the session
+	// start budget runs low (identify.Queue.BackoffFactor).
+	BudgetFactor func() float64
+}
+
+func (c *Config) validate() error {
+	switch {
+	case len(c.Plan.Clusters) == 0:
+		return errors.New("supervisor: a plan without clusters")
+	case c.Launcher == nil:
+		return errors.New("supervisor: no launcher")
+	case c.Queue == nil:
+		return errors.New("supervisor: no identify queue")
+	case c.Token.Empty():
+		return errors.New("supervisor: no token")
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("-shutdown-timeout: %v, must be positive", c.ShutdownTimeout)
+	case c.ChildWatchdog <= 0:
+		return fmt.Errorf("-child-watchdog: %v, must be positive", c.ChildWatchdog)
+	}
+	return c.Policy.Validate()
+}
+
+// FatalError stops the supervisor when a cluster exits with status 78.
+type FatalError struct {
+	ClusterID int
+	Message   string
+}
+
+func (e *FatalError) Error() string {
+	return fmt.Sprintf("cluster %d: fatal configuration error: %s", e.ClusterID, e.Message)
+}
+
+// IntensityError stops the supervisor when a cluster restarts more often
+// than the restart policy allows.
+type IntensityError struct {
+	ClusterID   int
+	MaxRestarts int
+	Window      time.Duration
+}
+
+func (e *IntensityError) Error() string {
+	return fmt.Sprintf("cluster %d: more than %d restarts within %v", e.ClusterID, e.MaxRestarts, e.Window)
+}
+
+// ErrUncleanStop is returned when some process had to be killed, or exited
+// non-zero, during a stop.
+var ErrUncleanStop = errors.New("not every cluster process stopped cleanly")
+
+// Supervisor runs the plan's cluster processes.
+type Supervisor struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *Store
+	runners []*runner
+
+	stopOnce  sync.Once
+	stopping  chan struct{} // closed when a graceful stop begins
+	hurryOnce sync.Once
+	hurry     chan struct{} // closed when the rest must be killed now
+
+	rolling atomic.Bool
+	wg      sync.WaitGroup // rolling restarts
+	tick    atomic.Int64   // unix nanoseconds of the main loop's last turn
+}
+
+// New returns a supervisor. A nil logger discards.
+func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Supervisor{cfg: cfg, log: logger, store: NewStore(cfg.Plan),
+		stopping: make(chan struct{}), hurry: make(chan struct{})}
+	for _, c := range cfg.Plan.Clusters {
+		s.runners = append(s.runners, newRunner(s, c))
+	}
+	s.tick.Store(time.Now().UnixNano())
+	return s, nil
+}
+
+// Store is the supervisor's status store.
+func (s *Supervisor) Store() *Store { return s.store }
+
+// Run starts every cluster process and keeps them running until ctx is done
+// (a graceful stop), Stop is called, or a cluster must stop everything. It
+// returns when every process has exited: nil if all stopped cleanly, a
+// *FatalError, an *IntensityError, or ErrUncleanStop.
+func (s *Supervisor) Run(ctx context.Context) error {
+	results := make(chan error, len(s.runners))
+	for _, r := range s.runners {
+		go func() { results <- r.run() }()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var first error
+	var hurryTimer <-chan time.Time
+	for left := len(s.runners); left > 0; {
+		s.tick.Store(time.Now().UnixNano())
+		select {
+		case err := <-results:
+			left--
+			if err != nil && first == nil {
+				first = err
+				s.Stop()
+			}
+		case <-ctx.Done():
+			s.Stop()
+		case <-s.stopping:
+			if hurryTimer == nil {
+				s.log.Info("stopping every cluster process", "shutdown_timeout", s.cfg.ShutdownTimeout)
+				hurryTimer = time.After(s.cfg.ShutdownTimeout)
+			}
+		case <-hurryTimer:
+			s.Hurry()
+			hurryTimer = nil
+		case <-tick.C:
+		}
+	}
+	s.wg.Wait()
+	if first != nil {
+		return first
+	}
+	for _, r := range s.runners {
+		if r.unclean {
+			return ErrUncleanStop
+		}
+	}
+	return nil
+}
+
+// Stop begins a graceful stop: SIGTERM to every process at once, then, after
+// the shutdown timeout, SIGKILL to what is left. It does not wait; Run
+// returns when everything has exited.
+func (s *Supervisor) Stop() {
+	s.stopOnce.Do(func() { close(s.stopping) })
+}
+
+// Hurry kills every remaining process now (a second SIGTERM or SIGINT).
+func (s *Supervisor) Hurry() {
+	s.Stop()
+	s.hurryOnce.Do(func() {
+		s.log.Warn("killing every remaining cluster process")
+		close(s.hurry)
+	})
+}
+
+func (s *Supervisor) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// Healthy reports whether the main loop has turned within the last `within`.
+func (s *Supervisor) Healthy(within time.Duration) bool {
+	return time.Since(time.Unix(0, s.tick.Load())) < within
+}
+
+func (s *Supervisor) budgetFactor() float64 {
+	if s.cfg.BudgetFactor == nil {
+		return 1
+	}
+	return s.cfg.BudgetFactor()
+}
+
+// RollingRestart replaces the cluster processes one at a time, each with the
+// binary now on disk, starting the next only once the previous is ready
+// again. It returns at once; a rolling restart already under way, or a stop,
+// makes it do nothing. It gives up if a new process exits before it is
+// ready, leaving the remaining clusters on the old binary.
+func (s *Supervisor) RollingRestart() {
+	if s.isStopping() || !s.rolling.CompareAndSwap(false, true) {
+		s.log.Info("rolling restart already under way or stopping; ignoring")
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.rolling.Store(false)
+		start := time.Now()
+		s.log.Info("rolling restart begins", "clusters", len(s.runners))
+		for _, r := range s.runners {
+			if err := s.rollOne(r); err != nil {
+				s.log.Error("rolling restart stopped", "cluster_id", r.cluster.ID, "err", err)
+				return
+			}
+		}
+		s.log.Info("rolling restart done", "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+// rollOne restarts one cluster and waits until its new process is ready.
+func (s *Supervisor) rollOne(r *runner) error {
+	before, _ := s.store.Cluster(r.cluster.ID)
+	select {
+	case r.roll <- struct{}{}:
+	case <-s.stopping:
+		return errors.New("supervisor stopping")
+	}
+	for {
+		changed := s.store.Changed()
+		c, _ := s.store.Cluster(r.cluster.ID)
+		switch {
+		case c.Generation > before.Generation+1:
+			return fmt.Errorf("the new process exited before it was ready (%s)", c.LastExit.Status)
+		case c.Generation > before.Generation && c.Ready():
+			return nil
+		case c.Generation > before.Generation && c.State != ClusterStarting:
+			return fmt.Errorf("the new process is %s before it was ready", c.State)
+		}
+		select {
+		case <-changed:
+		case <-s.stopping:
+			return errors.New("supervisor stopping")
+		}
+	}
+}
