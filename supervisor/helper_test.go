@@ -89,9 +89,9 @@ func once(name string) bool {
 }
 
 func fakeChild() int {
-	id, _ := strconv.Atoi(os.Getenv(EnvClusterID))
-	shards, err := ParseIDs(EnvShardIDs, os.Getenv(EnvShardIDs))
-	if err != nil || os.Getenv(EnvChannelFD) != "3" {
+	id, _ := strconv.Atoi(os.Getenv(wire.EnvClusterID))
+	shards, err := ParseIDs(wire.EnvShardIDs, os.Getenv(wire.EnvShardIDs))
+	if err != nil || os.Getenv(wire.EnvChannelFD) != "3" {
 		fmt.Fprintln(os.Stderr, "fake child: bad identity", err)
 		return 78
 	}

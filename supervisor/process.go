@@ -15,18 +15,6 @@ import (
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
-// Environment variables through which a cluster process learns who it is.
-const (
-	EnvClusterID  = "SHARDVISOR_CLUSTER_ID"
-	EnvShardIDs   = "SHARDVISOR_SHARD_IDS"
-	EnvShardCount = "SHARDVISOR_SHARD_COUNT"
-	// EnvChannelFD is set, to the descriptor number, only when a supervisor
-	// passed its channel: a cluster started by hand or by compose has no
-	// channel, and a descriptor 3 it may inherit (socket activation, a shell)
-	// must not be mistaken for one.
-	EnvChannelFD = "SHARDVISOR_CHANNEL_FD"
-)
-
 // scrubbedEnv lists what a child must not inherit: systemd's notify and
 // watchdog (only the supervisor talks to systemd), socket activation, the
 // token (the child gets it over its channel) and the identity of another
@@ -34,7 +22,7 @@ const (
 var scrubbedEnv = []string{
 	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
 	"DISCORD_TOKEN", "CREDENTIALS_DIRECTORY",
-	EnvClusterID, EnvShardIDs, EnvShardCount, EnvChannelFD,
+	wire.EnvClusterID, wire.EnvShardIDs, wire.EnvShardCount, wire.EnvChannelFD,
 }
 
 // ChildEnv returns environ without the scrubbed variables, plus the
@@ -52,10 +40,10 @@ next:
 		out = append(out, kv)
 	}
 	return append(out,
-		EnvClusterID+"="+strconv.Itoa(c.ID),
-		EnvShardIDs+"="+FormatIDs(c.Shards),
-		EnvShardCount+"="+strconv.Itoa(shardCount),
-		EnvChannelFD+"="+strconv.Itoa(wire.ChildFD),
+		wire.EnvClusterID+"="+strconv.Itoa(c.ID),
+		wire.EnvShardIDs+"="+FormatIDs(c.Shards),
+		wire.EnvShardCount+"="+strconv.Itoa(shardCount),
+		wire.EnvChannelFD+"="+strconv.Itoa(wire.ChildFD),
 	)
 }
 

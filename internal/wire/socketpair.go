@@ -7,6 +7,18 @@ import (
 	"syscall"
 )
 
+// Environment variables through which a cluster process learns who it is.
+const (
+	EnvClusterID  = "SHARDVISOR_CLUSTER_ID"
+	EnvShardIDs   = "SHARDVISOR_SHARD_IDS"   // comma-separated
+	EnvShardCount = "SHARDVISOR_SHARD_COUNT" // the bot's total
+	// EnvChannelFD is set, to the descriptor number, only when a supervisor
+	// passed its channel: a cluster started by hand or by compose has no
+	// channel, and a descriptor 3 it may inherit (socket activation, a shell)
+	// must not be mistaken for one.
+	EnvChannelFD = "SHARDVISOR_CHANNEL_FD"
+)
+
 // ChildFD is the descriptor number at which a cluster process finds its end
 // of the channel (the first of exec.Cmd.ExtraFiles).
 const ChildFD = 3

@@ -1,0 +1,283 @@
+// Package cluster is shardvisor's child process: it runs a group of gateway
+// shards (one discordgo session each) for the bot, paces every IDENTIFY
+// through an identify queue, reports each shard's state, and closes its
+// sessions in parallel on the way out. Its Bot type is how a bot built on
+// shardvisor adds its commands and event handlers.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardvisor/shardvisor/internal/apiurl"
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/wire"
+)
+
+// Config is a cluster's configuration.
+type Config struct {
+	ClusterID  int
+	ShardIDs   []int
+	ShardCount int
+	Token      secret.Token
+	// APIURL is where Discord's REST (and the gateway lookup) is; nil
+	// means Discord itself.
+	APIURL  *url.URL
+	Intents discordgo.Intent
+	Cache   Cache
+	// ShardConnectTimeout bounds a connect, from the identify grant to
+	// READY or RESUMED; waiting for a grant does not count.
+	ShardConnectTimeout time.Duration
+	// GuildReadyTimeout bounds the wait for READY's guilds.
+	GuildReadyTimeout time.Duration
+	// Min/MaxInvalidSessionWait is the pause before identifying again after
+	// op 9 (Discord asks for 1-5 s).
+	MinInvalidSessionWait, MaxInvalidSessionWait time.Duration
+	// ReconnectDelay is the upper bound of the first, jittered reconnect
+	// delay; it doubles with each failure up to MaxReconnectDelay.
+	ReconnectDelay, MaxReconnectDelay time.Duration
+	// StatusInterval is how often status is reported even without change.
+	StatusInterval time.Duration
+	// CloseTimeout bounds the parallel close of every session on the way out.
+	CloseTimeout time.Duration
+	// Identify paces IDENTIFYs: the supervisor over the channel, or a local
+	// queue when the cluster runs alone.
+	Identify identify.Acquirer
+	// Reporter receives status reports; nil when the cluster runs alone.
+	Reporter Reporter
+}
+
+// Reporter is told what the cluster's shards are doing.
+type Reporter interface {
+	// Status sends a status report; it must not block.
+	Status(*wire.Status)
+	// Fatal says that the cluster is about to exit with status 78.
+	Fatal(*wire.Fatal)
+}
+
+// SetDefaults fills in zero durations with production values.
+func (c *Config) SetDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.ShardConnectTimeout, 2*time.Minute)
+	def(&c.GuildReadyTimeout, time.Minute)
+	def(&c.MinInvalidSessionWait, time.Second)
+	def(&c.MaxInvalidSessionWait, 5*time.Second)
+	def(&c.ReconnectDelay, time.Second)
+	def(&c.MaxReconnectDelay, time.Minute)
+	def(&c.StatusInterval, time.Second)
+	def(&c.CloseTimeout, 5*time.Second)
+}
+
+func (c *Config) validate() error {
+	if len(c.ShardIDs) == 0 {
+		return errors.New("cluster has no shards")
+	}
+	for _, id := range c.ShardIDs {
+		if id < 0 || id >= c.ShardCount {
+			return fmt.Errorf("shard %d out of range for %d shards", id, c.ShardCount)
+		}
+	}
+	if c.Token.Empty() {
+		return errors.New("no token")
+	}
+	if c.Identify == nil {
+		return errors.New("no identify queue")
+	}
+	return nil
+}
+
+// Cluster runs a group of shards.
+type Cluster struct {
+	cfg        Config
+	bot        *Bot
+	log        *slog.Logger
+	metrics    *clusterMetrics
+	httpClient *http.Client
+	shards     []*shard
+	ctx        context.Context // for interactions; ends when Run stops its shards
+	change     chan struct{}
+
+	appMu sync.Mutex
+	appID string
+}
+
+// New returns a cluster. A nil bot has no commands; a nil logger discards.
+func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (*Cluster, error) {
+	cfg.SetDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("cluster %d: %w", cfg.ClusterID, err)
+	}
+	if bot == nil {
+		bot = NewBot()
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1)}
+	c.httpClient = HTTPClient(cfg.APIURL)
+	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
+	for _, id := range cfg.ShardIDs {
+		c.shards = append(c.shards, newShard(c, id))
+	}
+	return c, nil
+}
+
+// HTTPClient returns the client for Discord's REST API at base (nil:
+// Discord itself).
+func HTTPClient(base *url.URL) *http.Client {
+	c := &http.Client{Timeout: 20 * time.Second}
+	if base != nil && !apiurl.IsDiscord(base) {
+		c.Transport = apiurl.Transport(base, nil)
+	}
+	return c
+}
+
+func (c *Cluster) changed() {
+	select {
+	case c.change <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) noteApplication(id string) {
+	c.appMu.Lock()
+	defer c.appMu.Unlock()
+	c.appID = id
+}
+
+// ApplicationID is the application id READY reported, once one did.
+func (c *Cluster) ApplicationID() string {
+	c.appMu.Lock()
+	defer c.appMu.Unlock()
+	return c.appID
+}
+
+// Status returns every shard's state.
+func (c *Cluster) Status() *wire.Status {
+	st := &wire.Status{}
+	for _, sh := range c.shards {
+		st.Shards = append(st.Shards, sh.status())
+	}
+	return st
+}
+
+// minReportGap keeps state changes from flooding the channel: a burst of
+// changes is reported at most this often.
+const minReportGap = 20 * time.Millisecond
+
+// Run connects every shard and keeps them connected until ctx is done; then
+// it closes every session in parallel and returns nil. It returns early with
+// a *FatalCloseError when a shard meets a fatal close code, or an error
+// wrapping ErrConnectHung when a connect hangs; the caller exits then (a hung
+// discordgo session cannot be closed).
+func (c *Cluster) Run(ctx context.Context) error {
+	shardCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	c.ctx = shardCtx
+	errs := make(chan error, len(c.shards))
+	for _, sh := range c.shards {
+		go func() { errs <- sh.run(shardCtx) }()
+	}
+	c.log.Info("cluster starting", "shards", len(c.shards), "shard_count", c.cfg.ShardCount,
+		"intents", FormatIntents(c.cfg.Intents), "state_cache", c.cfg.Cache.String())
+
+	tick := time.NewTicker(c.cfg.StatusInterval)
+	defer tick.Stop()
+	var (
+		result   error
+		running  = len(c.shards)
+		last     time.Time
+		deferred <-chan time.Time
+		allReady bool
+	)
+	report := func() {
+		st := c.Status()
+		last, deferred = time.Now(), nil
+		if c.cfg.Reporter != nil {
+			c.cfg.Reporter.Status(st)
+		}
+		ready := true
+		for _, s := range st.Shards {
+			ready = ready && s.State == wire.ShardReady
+		}
+		if ready && !allReady {
+			c.log.Info("every shard ready", "shards", len(st.Shards))
+		}
+		allReady = ready
+	}
+	report()
+loop:
+	for running > 0 {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errs:
+			running--
+			if err != nil {
+				result = err
+				break loop
+			}
+		case <-c.change:
+			if gap := time.Since(last); gap < minReportGap {
+				if deferred == nil {
+					deferred = time.After(minReportGap - gap)
+				}
+				continue
+			}
+			report()
+		case <-deferred:
+			report()
+		case now := <-tick.C:
+			report()
+			for _, sh := range c.shards {
+				if err := sh.hung(now); err != nil {
+					result = err
+					break loop
+				}
+			}
+		}
+	}
+
+	var fatal *FatalCloseError
+	if errors.As(result, &fatal) {
+		c.log.Error("fatal gateway close; the cluster exits with the configuration status",
+			"shard_id", fatal.Shard, "close_code", fatal.Code, "meaning", fatal.Meaning, "action", fatal.Action)
+		if c.cfg.Reporter != nil {
+			c.cfg.Reporter.Fatal(&wire.Fatal{Shard: fatal.Shard, Code: fatal.Code, Reason: fatal.Meaning + ": " + fatal.Action})
+		}
+	}
+	if errors.Is(result, ErrConnectHung) {
+		c.log.Error("a shard's connect hung; exiting so that the supervisor starts the cluster afresh", "err", result)
+		return result // its session cannot be closed: do not wait for it
+	}
+	stop()
+	closed := time.Now()
+	timeout := time.After(c.cfg.CloseTimeout)
+	for ; running > 0; running-- {
+		select {
+		case <-errs:
+		case <-timeout:
+			c.log.Warn("sessions still closing after the close timeout", "left", running, "close_timeout", c.cfg.CloseTimeout)
+			return result
+		}
+	}
+	c.log.Info("every session closed", "took", time.Since(closed).Round(time.Millisecond))
+	if c.cfg.Reporter != nil {
+		c.cfg.Reporter.Status(c.Status())
+	}
+	return result
+}
