@@ -1,0 +1,110 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/shardvisor/shardvisor/metrics"
+)
+
+var (
+	upDesc = prometheus.NewDesc("shardvisor_cluster_up",
+		"1 while the cluster's process runs.", []string{"cluster_id"}, nil)
+	readyDesc = prometheus.NewDesc("shardvisor_cluster_ready",
+		"1 while every shard of the cluster is ready.", []string{"cluster_id"}, nil)
+	shardsDesc = prometheus.NewDesc("shardvisor_cluster_shards",
+		"Shards of the cluster.", []string{"cluster_id"}, nil)
+	shardsReadyDesc = prometheus.NewDesc("shardvisor_cluster_shards_ready",
+		"Ready shards of the cluster, as its last report said.", []string{"cluster_id"}, nil)
+	restartsDesc = prometheus.NewDesc("shardvisor_cluster_restarts_total",
+		"Restarts of the cluster's process, by reason (exit, signal, watchdog, protocol, rolling).", []string{"cluster_id", "reason"}, nil)
+	lastExitDesc = prometheus.NewDesc("shardvisor_cluster_last_exit_code",
+		"Exit status of the cluster's previous process; -1 when a signal killed it.", []string{"cluster_id"}, nil)
+	startTimeDesc = prometheus.NewDesc("shardvisor_cluster_start_time_seconds",
+		"Start time of the cluster's current process, in seconds since the epoch.", []string{"cluster_id"}, nil)
+	backoffDesc = prometheus.NewDesc("shardvisor_cluster_backoff_seconds",
+		"Delay chosen before the cluster's process is started again; 0 while it runs.", []string{"cluster_id"}, nil)
+	supReadyDesc = prometheus.NewDesc("shardvisor_ready",
+		"1 when every cluster this supervisor runs is ready.", nil, nil)
+)
+
+// statusCollector exports the status store at scrape time.
+type statusCollector struct{ store *Store }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{upDesc, readyDesc, shardsDesc, shardsReadyDesc, restartsDesc, lastExitDesc, startTimeDesc, backoffDesc, supReadyDesc} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	snap := c.store.Snapshot()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(supReadyDesc, b2f(snap.Ready))
+	for _, cl := range snap.Clusters {
+		id := strconv.Itoa(cl.ID)
+		gauge(upDesc, b2f(cl.PID != 0), id)
+		gauge(readyDesc, b2f(cl.Ready()), id)
+		gauge(shardsDesc, float64(len(cl.Shards)), id)
+		gauge(shardsReadyDesc, float64(cl.ShardsReady()), id)
+		for _, r := range Reasons {
+			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(cl.RestartsBy[r]), id, string(r))
+		}
+		if cl.LastExit != nil {
+			gauge(lastExitDesc, float64(cl.LastExit.Code), id)
+		}
+		if cl.PID != 0 {
+			gauge(startTimeDesc, float64(cl.StartedAt.UnixNano())/1e9, id)
+		}
+		gauge(backoffDesc, cl.Backoff.Seconds(), id)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// errNoProcess is what a cluster's process collector gets between processes.
+var errNoProcess = errors.New("no process")
+
+// RegisterMetrics registers the supervisor's per-cluster metrics with reg:
+// the status of each cluster, and each cluster process's CPU, memory and
+// file descriptors read from its pid by client_golang's process collector
+// (as shardvisor_cluster_process_*, since the supervisor's own process_*
+// carry no cluster_id).
+func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(statusCollector{store: s.store})
+	for _, r := range s.runners {
+		pc := collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
+			Namespace: "shardvisor_cluster",
+			PidFn: func() (int, error) {
+				if c, _ := s.store.Cluster(r.cluster.ID); c.PID != 0 {
+					return c.PID, nil
+				}
+				return 0, errNoProcess
+			},
+		})
+		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"cluster_id": strconv.Itoa(r.cluster.ID)}, reg)
+		wrapped.MustRegister(metrics.WhileAlive(pc, func() bool { return r.channel() != nil }))
+	}
+}
+
+// Children lists the running cluster processes for metrics.Children.
+func (s *Supervisor) Children() []metrics.Child {
+	var out []metrics.Child
+	for _, r := range s.runners {
+		if ch := r.channel(); ch != nil {
+			out = append(out, metrics.Child{ID: r.cluster.ID, Fetch: func(ctx context.Context) ([]byte, error) { return ch.Metrics(ctx) }})
+		}
+	}
+	return out
+}
