@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardvisor/shardvisor/cluster"
+	"github.com/shardvisor/shardvisor/internal/buildinfo"
+	"github.com/shardvisor/shardvisor/internal/discordapi"
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/wire"
+)
+
+// runCluster is one cluster process: started by the supervisor (its channel
+// at fd 3 brings the token and the identify queue), or alone (token from
+// the environment, its own identify queue; for compose layouts without a
+// supervisor per machine).
+func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	var (
+		lf          logFlags
+		gf          gatewayFlags
+		bf          botFlags
+		metricsAddr string
+	)
+	lf.register(fs)
+	gf.register(fs)
+	bf.register(fs)
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "when running alone: address for /metrics; empty: none")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := cluster.IdentityFromEnv(os.Getenv)
+	if err != nil {
+		return configError(err)
+	}
+	base, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	log := base.With("cluster_id", id.ClusterID)
+	gw, err := gf.check()
+	if err != nil {
+		return err
+	}
+	if err := bf.check(); err != nil {
+		return err
+	}
+	cfg := gf.clusterConfig(gw, id)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), buildinfo.Collector())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var g run.Group
+	var link *cluster.Link
+	if fdEnv, supervised := os.LookupEnv(wire.EnvChannelFD); supervised {
+		fd, err := strconv.Atoi(fdEnv)
+		if err != nil || fd < 3 {
+			return configError(fmt.Errorf("%s=%q: not a descriptor", wire.EnvChannelFD, fdEnv))
+		}
+		link, err = cluster.Connect(uintptr(fd), &wire.Hello{ClusterID: id.ClusterID, PID: os.Getpid(), ShardIDs: id.ShardIDs,
+			Build: func() string { v, _, _ := buildinfo.Get(); return v }()}, 30*time.Second, log)
+		if err != nil {
+			return fmt.Errorf("connect to supervisor: %w", err)
+		}
+		link.SetGatherer(reg)
+		cfg.Token, cfg.Identify, cfg.Reporter = link.Welcome().Token, link, link
+		g.Add(func() error { return link.Run(ctx) }, func(error) { cancel() })
+	} else {
+		if cfg.Token, err = bf.token(os.LookupEnv); err != nil {
+			return err
+		}
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		api := discordapi.New(cfg.Token, cluster.HTTPClient(gw.apiURL))
+		maxConc := bf.maxConcurrency
+		var budget *identify.Budget
+		if maxConc == 0 {
+			gb, err := api.GatewayBot(ctx)
+			if err != nil {
+				return restError(err)
+			}
+			maxConc, budget = gb.MaxConcurrency, &gb.Budget
+		}
+		q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: bf.identifyInterval}, log, identify.NewMetrics(reg))
+		if err != nil {
+			return configError(err)
+		}
+		if budget != nil {
+			q.SetBudget(*budget)
+		}
+		cfg.Identify = q
+		log.Info("running without a supervisor: pacing this cluster's identifies locally; other clusters' are not seen")
+		if id.ClusterID == 0 {
+			if err := bf.registerBotCommands(ctx, api, bot, log); err != nil {
+				return err
+			}
+		}
+		if metricsAddr != "" {
+			ln, err := net.Listen("tcp", metricsAddr)
+			if err != nil {
+				return fmt.Errorf("listen on -metrics-addr: %w", err)
+			}
+			srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+			g.Add(func() error { return ignoreClosed(srv.Serve(ln)) }, func(error) { srv.Close() })
+		}
+	}
+	c, err := cluster.New(cfg, bot, log, reg)
+	if err != nil {
+		return configError(err)
+	}
+	g.Add(func() error { return c.Run(ctx) }, func(error) { cancel() })
+	{
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		quit := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case s := <-sigs:
+				log.Info("closing every session", "signal", s.String())
+			case <-quit:
+			}
+			return nil
+		}, func(error) { signal.Stop(sigs); close(quit) })
+	}
+	err = g.Run()
+	var fatal *cluster.FatalCloseError
+	switch {
+	case errors.As(err, &fatal):
+		return configError(err)
+	case errors.Is(err, cluster.ErrSupervisorGone):
+		log.Info("supervisor gone; sessions closed")
+		return nil
+	}
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

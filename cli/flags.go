@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/shardvisor/shardvisor/cluster"
+	"github.com/shardvisor/shardvisor/internal/apiurl"
+	"github.com/shardvisor/shardvisor/internal/discordapi"
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
+)
+
+// gatewayFlags are the settings of each shard's gateway session: the
+// supervisor takes them and hands them to every cluster on its command line.
+type gatewayFlags struct {
+	apiURL             string
+	intents            string
+	cache              string
+	connectTimeout     time.Duration
+	guildReadyTimeout  time.Duration
+	reconnectDelay     time.Duration
+	invalidSessionWait time.Duration
+}
+
+func (g *gatewayFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.apiURL, "api-url", "https://discord.com", "base URL of Discord's REST API and gateway lookup (a REST proxy, or the fake Discord)")
+	fs.StringVar(&g.intents, "intents", "default", "gateway intents: a number, or names such as guilds,guild_messages,message_content; default is every non-privileged intent")
+	fs.StringVar(&g.cache, "state-cache", cluster.DefaultCache, "what discordgo's state keeps: channels,threads,emojis,stickers,members,thread_members,roles,voice,presences,messages=N, all or none")
+	fs.DurationVar(&g.connectTimeout, "shard-connect-timeout", 2*time.Minute, "a shard's connect (grant to READY) must complete within this, or its cluster exits and is restarted")
+	fs.DurationVar(&g.guildReadyTimeout, "guild-ready-timeout", time.Minute, "how long a shard waits for the guilds READY listed before it counts as ready anyway")
+	fs.DurationVar(&g.reconnectDelay, "reconnect-delay", time.Second, "upper bound of the first jittered reconnect delay; doubles per failure up to a minute")
+	fs.DurationVar(&g.invalidSessionWait, "invalid-session-wait", 5*time.Second, "after op 9, wait a random time between a fifth of this and this before identifying again (Discord asks 1-5 s)")
+}
+
+// gatewaySettings are gatewayFlags, checked.
+type gatewaySettings struct {
+	apiURL  *url.URL
+	intents discordgo.Intent
+	cache   cluster.Cache
+}
+
+func (g *gatewayFlags) check() (gatewaySettings, error) {
+	var s gatewaySettings
+	var err error
+	if s.apiURL, err = apiurl.Parse(g.apiURL); err != nil {
+		return s, configError(fmt.Errorf("-api-url: %w", err))
+	}
+	if s.intents, err = cluster.ParseIntents(g.intents); err != nil {
+		return s, configError(err)
+	}
+	if s.cache, err = cluster.ParseCache(g.cache); err != nil {
+		return s, configError(err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"-shard-connect-timeout", g.connectTimeout}, {"-guild-ready-timeout", g.guildReadyTimeout},
+		{"-reconnect-delay", g.reconnectDelay}, {"-invalid-session-wait", g.invalidSessionWait}} {
+		if d.v <= 0 {
+			return s, configError(fmt.Errorf("%s: %v, must be positive", d.name, d.v))
+		}
+	}
+	return s, nil
+}
+
+// args hands the flags to a child.
+func (g *gatewayFlags) args() []string {
+	return []string{"-api-url", g.apiURL, "-intents", g.intents, "-state-cache", g.cache,
+		"-shard-connect-timeout", g.connectTimeout.String(), "-guild-ready-timeout", g.guildReadyTimeout.String(),
+		"-reconnect-delay", g.reconnectDelay.String(), "-invalid-session-wait", g.invalidSessionWait.String()}
+}
+
+// clusterConfig fills a cluster's gateway settings from the flags.
+func (g *gatewayFlags) clusterConfig(s gatewaySettings, id cluster.Identity) cluster.Config {
+	return cluster.Config{
+		ClusterID: id.ClusterID, ShardIDs: id.ShardIDs, ShardCount: id.ShardCount,
+		APIURL: s.apiURL, Intents: s.intents, Cache: s.cache,
+		ShardConnectTimeout: g.connectTimeout, GuildReadyTimeout: g.guildReadyTimeout,
+		ReconnectDelay: g.reconnectDelay, MaxReconnectDelay: time.Minute,
+		MinInvalidSessionWait: g.invalidSessionWait / 5, MaxInvalidSessionWait: g.invalidSessionWait,
+	}
+}
+
+// botFlags are what the process that talks to Discord for the whole bot
+// needs: the supervisor, or a cluster running alone.
+type botFlags struct {
+	tokenFile        string
+	maxConcurrency   int
+	identifyInterval time.Duration
+	registerCommands bool
+	commandGuild     string
+}
+
+func (b *botFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.tokenFile, "token-file", "", "file holding the bot token (else DISCORD_TOKEN, else systemd's $CREDENTIALS_DIRECTORY/discord-token)")
+	fs.IntVar(&b.maxConcurrency, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot")
+	fs.DurationVar(&b.identifyInterval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
+	fs.BoolVar(&b.registerCommands, "register-commands", true, "overwrite the application's slash commands with the bot's at start (done by whoever runs cluster 0)")
+	fs.StringVar(&b.commandGuild, "command-guild", "", "register the slash commands in this guild only (they appear at once; for development)")
+}
+
+// token loads the token; a missing one is a configuration error that says
+// how to give one.
+func (b *botFlags) token(getenv func(string) (string, bool)) (secret.Token, error) {
+	tok, _, err := secret.Load(b.tokenFile, getenv)
+	if errors.Is(err, secret.ErrNoToken) {
+		return tok, configError(fmt.Errorf("%w (no token at hand? `make demo` runs everything against a built-in fake Discord)", err))
+	}
+	if err != nil {
+		return tok, configError(err)
+	}
+	return tok, nil
+}
+
+func (b *botFlags) check() error {
+	if b.maxConcurrency < 0 {
+		return configError(fmt.Errorf("-max-concurrency: %d, must not be negative", b.maxConcurrency))
+	}
+	if b.identifyInterval <= 0 {
+		return configError(fmt.Errorf("-identify-interval: %v, must be positive", b.identifyInterval))
+	}
+	if b.commandGuild != "" {
+		if _, err := strconv.ParseUint(b.commandGuild, 10, 64); err != nil {
+			return configError(fmt.Errorf("-command-guild %q: not a guild id", b.commandGuild))
+		}
+	}
+	return nil
+}
+
+// restError turns a REST failure at start into the right exit status: a
+// token Discord refuses is configuration, anything else a failure.
+func restError(err error) error {
+	var re *discordgo.RESTError
+	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode == 401 {
+		return configError(fmt.Errorf("%w: Discord refused the token (401): put the bot's current token in DISCORD_TOKEN, -token-file or the systemd credential", err))
+	}
+	return err
+}
+
+// registerBotCommands registers the bot's commands, once per bot start (by
+// whoever runs cluster 0). A refused token is returned as a configuration
+// error; any other failure is logged and the bot runs on.
+func (b *botFlags) registerBotCommands(ctx context.Context, api *discordapi.Client, bot *cluster.Bot, log *slog.Logger) error {
+	if !b.registerCommands {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	appID, err := api.RegisterCommands(ctx, bot.Commands(), b.commandGuild)
+	if err != nil {
+		if err := restError(err); ExitCode(err) == ExitFatalConfig {
+			return err
+		}
+		log.Error("register slash commands; the bot runs without updating them", "err", err)
+		return nil
+	}
+	log.Info("slash commands registered", "application_id", appID, "commands", len(bot.Commands()), "guild", b.commandGuild)
+	return nil
+}

@@ -1,0 +1,272 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardvisor/shardvisor/cluster"
+	"github.com/shardvisor/shardvisor/internal/buildinfo"
+	"github.com/shardvisor/shardvisor/internal/discordapi"
+	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/metrics"
+	"github.com/shardvisor/shardvisor/supervisor"
+)
+
+// runFlags are the supervisor's flags.
+type runFlags struct {
+	log      logFlags
+	gateway  gatewayFlags
+	bot      botFlags
+	shards   string
+	perClust int
+	clusters int
+	ids      string
+	policy   supervisor.RestartPolicy
+
+	shutdownTimeout time.Duration
+	childWatchdog   time.Duration
+	metricsAddr     string
+	scrapeTimeout   time.Duration
+	reap            string
+}
+
+// DefaultMetricsAddr is where the supervisor serves /metrics, /healthz,
+// /readyz and /status: loopback only, unless told otherwise.
+const DefaultMetricsAddr = "127.0.0.1:9851"
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	f.log.register(fs)
+	f.gateway.register(fs)
+	f.bot.register(fs)
+	fs.StringVar(&f.shards, "shards", "auto", "total shards, or auto for GET /gateway/bot's recommendation")
+	fs.IntVar(&f.perClust, "shards-per-cluster", 5, "shards per cluster process (or give -clusters)")
+	fs.IntVar(&f.clusters, "clusters", 0, "number of cluster processes, shards spread evenly (instead of -shards-per-cluster)")
+	fs.StringVar(&f.ids, "cluster-ids", "", "run only these clusters of the plan, e.g. 2,3 or 0-3 (several machines or containers each run part of one bot)")
+	fs.DurationVar(&f.policy.Delay, "restart-delay", time.Second, "first delay before a crashed cluster is started again; doubles per consecutive crash")
+	fs.DurationVar(&f.policy.MaxDelay, "restart-max-delay", 5*time.Minute, "longest restart delay")
+	fs.DurationVar(&f.policy.Stable, "restart-stable", 2*time.Minute, "a cluster up this long has its restart delay reset")
+	fs.IntVar(&f.policy.MaxRestarts, "max-restarts", 0, "give up (exit 1) after more than this many restarts of one cluster within -restart-window; 0: never")
+	fs.DurationVar(&f.policy.Window, "restart-window", 10*time.Minute, "the window of -max-restarts")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "after SIGTERM, how long clusters get to close their sessions before they are killed")
+	fs.DurationVar(&f.childWatchdog, "child-watchdog", 30*time.Second, "a cluster silent on its channel this long is killed and restarted")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
+	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
+	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
+}
+
+// clusterArgs are the child's command line: the mode word and the settings
+// it shares with the supervisor. The token is not among them.
+func (f *runFlags) clusterArgs() []string {
+	args := append([]string{"cluster"}, f.log.args()...)
+	return append(args, f.gateway.args()...)
+}
+
+func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var f runFlags
+	f.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	clustersSet := false
+	fs.Visit(func(fl *flag.Flag) { clustersSet = clustersSet || fl.Name == "clusters" })
+	perSet := false
+	fs.Visit(func(fl *flag.Flag) { perSet = perSet || fl.Name == "shards-per-cluster" })
+	log, err := f.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	gw, err := f.gateway.check()
+	if err != nil {
+		return err
+	}
+	if err := f.bot.check(); err != nil {
+		return err
+	}
+	if err := f.policy.Validate(); err != nil {
+		return configError(err)
+	}
+	if f.shutdownTimeout <= 0 || f.childWatchdog <= 0 || f.scrapeTimeout <= 0 {
+		return configError(errors.New("-shutdown-timeout, -child-watchdog and -scrape-timeout must be positive"))
+	}
+	f.policy.Jitter = 0.2
+	pc := supervisor.PlanConfig{ShardsPerCluster: f.perClust}
+	if clustersSet {
+		pc.Clusters, pc.ShardsPerCluster = f.clusters, 0
+		if perSet {
+			pc.ShardsPerCluster = f.perClust
+		}
+	}
+	if f.ids != "" {
+		if pc.ClusterIDs, err = supervisor.ParseIDs("-cluster-ids", f.ids); err != nil {
+			return configError(err)
+		}
+	}
+	auto := f.shards == "auto"
+	if !auto {
+		if pc.Shards, err = strconv.Atoi(f.shards); err != nil {
+			return configError(fmt.Errorf("-shards %q: a number of shards, or auto", f.shards))
+		}
+	}
+	reapAlways, reapAuto := f.reap == "always", f.reap == "auto"
+	if !reapAlways && !reapAuto && f.reap != "never" {
+		return configError(fmt.Errorf("-reap-orphans %q: want auto, always or never", f.reap))
+	}
+
+	token, err := f.bot.token(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	api := discordapi.New(token, cluster.HTTPClient(gw.apiURL))
+	maxConc := f.bot.maxConcurrency
+	var budget *identify.Budget
+	if auto || maxConc == 0 {
+		gb, err := api.GatewayBot(ctx)
+		if err != nil {
+			return restError(fmt.Errorf("plan shards: %w", err))
+		}
+		if auto {
+			pc.Shards = gb.Shards
+		}
+		if maxConc == 0 {
+			maxConc = gb.MaxConcurrency
+		}
+		budget = &gb.Budget
+		log.Info("gateway/bot", "recommended_shards", gb.Shards, "max_concurrency", gb.MaxConcurrency,
+			"session_starts_remaining", gb.Budget.Remaining, "session_start_limit", gb.Budget.Total)
+	}
+	plan, err := supervisor.NewPlan(pc)
+	if err != nil {
+		return configError(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
+	queue, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: f.bot.identifyInterval}, log.With("component", "identify"), identify.NewMetrics(reg))
+	if err != nil {
+		return configError(err)
+	}
+	if budget != nil {
+		queue.SetBudget(*budget)
+	}
+
+	var reaper *supervisor.Reaper
+	if reapAlways || (reapAuto && os.Getpid() == 1) {
+		reaper = supervisor.NewReaper(log.With("component", "reaper"))
+	}
+	sup, err := supervisor.New(supervisor.Config{
+		Plan:            plan,
+		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: reaper},
+		Policy:          f.policy,
+		ShutdownTimeout: f.shutdownTimeout,
+		ChildWatchdog:   f.childWatchdog,
+		Token:           token,
+		MaxConcurrency:  maxConc,
+		Queue:           queue,
+		BudgetFactor:    queue.BackoffFactor,
+	}, log)
+	if err != nil {
+		return configError(err)
+	}
+	sup.RegisterMetrics(reg)
+	children := metrics.NewChildren(sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
+	metricsHandler := promhttp.HandlerFor(prometheus.Gatherers{reg, children},
+		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+
+	var ln net.Listener
+	if f.metricsAddr != "" {
+		if ln, err = net.Listen("tcp", f.metricsAddr); err != nil {
+			return fmt.Errorf("listen on -metrics-addr: %w", err)
+		}
+	}
+	log.Info("supervisor starting", "shards", plan.ShardCount, "clusters", len(plan.Clusters), "of", plan.Total,
+		"max_concurrency", maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr)
+
+	if plan.Clusters[0].ID == 0 {
+		if err := f.bot.registerBotCommands(ctx, api, bot, log); err != nil {
+			return err
+		}
+	}
+	return runSupervisor(ctx, sup, queue, api, reaper, ln, metricsHandler, log)
+}
+
+// runSupervisor composes the supervisor's components in a run.Group.
+func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *identify.Queue, api *discordapi.Client,
+	reaper *supervisor.Reaper, ln net.Listener, metricsHandler http.Handler, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var g run.Group
+	g.Add(func() error { return sup.Run(context.Background()) }, func(error) { sup.Stop() })
+	{ // signals: SIGTERM/SIGINT stop (a second one kills), SIGHUP rolls
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		quit := make(chan struct{})
+		g.Add(func() error {
+			stops := 0
+			for {
+				select {
+				case s := <-sigs:
+					if s == syscall.SIGHUP {
+						log.Info("SIGHUP: rolling restart")
+						sup.RollingRestart()
+						continue
+					}
+					stops++
+					if stops == 1 {
+						log.Info("stopping", "signal", s.String())
+						sup.Stop()
+					} else {
+						log.Warn("second stop signal: killing every cluster now", "signal", s.String())
+						sup.Hurry()
+					}
+				case <-quit:
+					return nil
+				}
+			}
+		}, func(error) { signal.Stop(sigs); close(quit) })
+	}
+	notifier := supervisor.NewNotifier(sup, log.With("component", "systemd"))
+	g.Add(func() error { return notifier.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return queue.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
+	if reaper != nil {
+		g.Add(func() error { return reaper.Run(ctx, 5*time.Second) }, func(error) { cancel() })
+	}
+	if ln != nil {
+		srv := &http.Server{Handler: sup.Handler(metricsHandler), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		g.Add(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			}
+			return nil
+		}, func(error) {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			srv.Shutdown(sctx)
+		})
+	}
+	err := g.Run()
+	var fe *supervisor.FatalError
+	if errors.As(err, &fe) {
+		return configError(err)
+	}
+	return err
+}

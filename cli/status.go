@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shardvisor/shardvisor/internal/wire"
+	"github.com/shardvisor/shardvisor/supervisor"
+)
+
+// runStatus prints the supervisor's status as a table an operator reads at
+// a glance.
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	addr := fs.String("addr", DefaultMetricsAddr, "the supervisor's -metrics-addr")
+	shards := fs.Bool("shards", false, "list every shard, not only those that are not ready")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var snap supervisor.Snapshot
+	if err := getJSON("http://"+*addr+"/status", &snap); err != nil {
+		return err
+	}
+	WriteStatus(stdout, snap, *shards)
+	return nil
+}
+
+// runHealthcheck exits 0 only when the supervisor is ready: a container
+// HEALTHCHECK without a shell or curl in the image.
+func runHealthcheck(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	addr := fs.String("addr", DefaultMetricsAddr, "the supervisor's -metrics-addr")
+	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the supervisor: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func getJSON(url string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the supervisor (is it running, with this -metrics-addr?): %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("get %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("read %s: %w", url, err)
+	}
+	return nil
+}
+
+// WriteStatus writes snap as tables: one line per cluster, then the shards
+// that are not ready (all of them with allShards).
+func WriteStatus(w io.Writer, snap supervisor.Snapshot, allShards bool) {
+	ready := "NOT READY"
+	if snap.Ready {
+		ready = "READY"
+	}
+	fmt.Fprintf(w, "%s  %s  (%d shards in the bot, %d clusters in the plan)\n\n", ready, snap.Summary(), snap.ShardCount, snap.PlanClusters)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tSTATE\tPID\tUPTIME\tSHARDS\tREADY\tGUILDS\tLATENCY\tRESTARTS\tLAST EXIT")
+	var notReady []wire.ShardStatus
+	for _, c := range snap.Clusters {
+		uptime, guilds, lat, n := "-", 0, time.Duration(0), 0
+		if c.PID != 0 {
+			uptime = fmtDuration(snap.Time.Sub(c.StartedAt))
+		}
+		for _, s := range c.ShardState {
+			guilds += s.Guilds
+			if s.State == wire.ShardReady {
+				lat += s.Latency
+				n++
+			}
+			if allShards || s.State != wire.ShardReady {
+				notReady = append(notReady, s)
+			}
+		}
+		latency := "-"
+		if n > 0 {
+			latency = (lat / time.Duration(n)).Round(time.Millisecond).String()
+		}
+		pid, last := "-", "-"
+		if c.PID != 0 {
+			pid = fmt.Sprint(c.PID)
+		}
+		if c.LastExit != nil {
+			last = fmt.Sprintf("%s (%s) %s ago", c.LastExit.Status, c.LastExit.Reason, fmtDuration(snap.Time.Sub(c.LastExit.At)))
+		}
+		state := string(c.State)
+		if c.State == supervisor.ClusterBackoff {
+			state += " " + fmtDuration(c.NextStart.Sub(snap.Time))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%s\n", c.ID, state, pid, uptime,
+			supervisor.FormatRanges(c.Shards), c.ShardsReady(), len(c.Shards), guilds, latency, c.Restarts, last)
+	}
+	tw.Flush()
+	if len(notReady) == 0 {
+		return
+	}
+	sort.Slice(notReady, func(i, j int) bool { return notReady[i].ID < notReady[j].ID })
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tSTATE\tFOR\tGUILDS\tLATENCY\tLAST IDENTIFY")
+	for _, s := range notReady {
+		since, last := "-", "-"
+		if !s.Since.IsZero() {
+			since = fmtDuration(snap.Time.Sub(s.Since))
+		}
+		if !s.LastIdentify.IsZero() {
+			last = fmtDuration(snap.Time.Sub(s.LastIdentify)) + " ago"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, since, s.Guilds, s.Latency.Round(time.Millisecond), last)
+	}
+	tw.Flush()
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
