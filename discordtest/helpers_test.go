@@ -69,6 +69,24 @@ func newBot(t *testing.T, srv *Server, shard, count int) *discordgo.Session {
 	return s
 }
 
+// settled reports whether every open connection carrying a session of
+// shard has had a payload handled after its IDENTIFY or RESUME: discordgo
+// sends its first heartbeat from the goroutine Open starts as it returns.
+// Closing a discordgo session before that races with Open into a
+// reconnect that outlives the test (with ShouldReconnectOnError).
+func settled(r Record, shard int) bool {
+	n := 0
+	for _, c := range r.Connections {
+		if c.ClosedBy == "" && c.SessionID != "" && c.Shard == shard {
+			if c.Sends < 2 {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
+}
+
 // closeBots closes sessions in parallel: discordgo's Close sleeps a second.
 func closeBots(bots ...*discordgo.Session) {
 	var wg sync.WaitGroup
@@ -86,12 +104,27 @@ func closeBots(bots ...*discordgo.Session) {
 type events struct {
 	mu   sync.Mutex
 	list []*discordgo.Event
+	sig  *signal
 }
+
+func newEvents() *events { return &events{sig: newSignal()} }
 
 func (e *events) add(_ *discordgo.Session, ev *discordgo.Event) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.list = append(e.list, ev)
+	e.mu.Unlock()
+	e.sig.notify()
+}
+
+// waitCount waits until n events of type typ ("" any) were seen.
+func (e *events) waitCount(t *testing.T, typ string, n int) {
+	t.Helper()
+	waitClient(t, e.sig, fmt.Sprintf("%d %q events", n, typ), func() bool {
+		if typ == "" {
+			return len(e.snapshot()) >= n
+		}
+		return e.count(typ) >= n
+	})
 }
 
 func (e *events) snapshot() []*discordgo.Event {

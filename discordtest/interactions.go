@@ -121,19 +121,22 @@ func (s *Server) Interact(ctx context.Context, in Interaction) (Reply, error) {
 			ids = append(ids, ss.id)
 		}
 	}
+	if len(targets) == 0 {
+		s.mu.Unlock()
+		return Reply{}, noSessionError{shard}
+	}
+	// Dispatch while holding s.mu: once the record shows the interaction,
+	// every target has it queued (or kept for replay).
+	d := s.interactionPayload(p, in, user, cmdID, opts)
 	p.sentAt = time.Now()
 	s.pending[p.id] = p
 	s.rec.interaction(InteractionRecord{ID: p.id, GuildID: in.GuildID, Shard: shard, Command: in.Command,
 		SentAt: p.sentAt, Sessions: ids, Replies: []Reply{}})
-	s.mu.Unlock()
-	if len(targets) == 0 {
-		return Reply{}, noSessionError{shard}
-	}
-
-	d := s.interactionPayload(p, in, user, cmdID, opts)
 	for _, ss := range targets {
 		ss.dispatch("INTERACTION_CREATE", d)
 	}
+	s.mu.Unlock()
+
 	select {
 	case <-p.done:
 		s.mu.Lock()

@@ -36,7 +36,7 @@ func TestIdentifyPacingAndOp9Storm(t *testing.T) {
 	}
 	wg.Wait()
 	r := waitFor(t, srv, "both shards live", func(r Record) bool {
-		return r.Shard(0, 2).Live == 1 && r.Shard(1, 2).Live == 1
+		return r.Shard(0, 2).Live == 1 && r.Shard(1, 2).Live == 1 && settled(r, 0) && settled(r, 1)
 	})
 	if _, err := bots[0].Gateway(); err != nil {
 		t.Errorf("REST after the storm: %v", err)
