@@ -54,8 +54,9 @@ type conn struct {
 	closingFlag atomic.Bool // mirrors closing for the reader
 	compress    atomic.Bool // zlib from READY on
 
-	sends     []time.Time // reader only: times of the last SendRateLimit payloads
-	sendCount int         // reader only
+	sends      []time.Time // reader only: times of the last SendRateLimit payloads
+	sendCount  int         // reader only
+	heartbeats int         // reader only
 
 	qmu     sync.Mutex
 	queue   []frame

@@ -65,7 +65,7 @@ func (c *conn) handle(mt int, data []byte, at time.Time) {
 	default:
 		s.closeConn(c, 4001, fmt.Sprintf("unknown opcode %d", *p.Op))
 	}
-	s.rec.conn(c.id, func(cr *ConnRecord) { cr.Sends = c.sendCount })
+	s.rec.conn(c.id, func(cr *ConnRecord) { cr.Sends, cr.Heartbeats = c.sendCount, c.heartbeats })
 }
 
 // heartbeatTimeout is how long a live session may go without a heartbeat
@@ -83,6 +83,7 @@ func (c *conn) heartbeat(d json.RawMessage, at time.Time) {
 			return
 		}
 	}
+	c.heartbeats++
 	s.mu.Lock()
 	zombie := c.sess != nil && s.zombie[c.sess.shard]
 	live := c.live

@@ -107,7 +107,8 @@ type ConnRecord struct {
 	CloseCode  int       `json:"close_code,omitempty"`
 	ClosedBy   ClosedBy  `json:"closed_by,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
-	Sends      int       `json:"sends"` // payloads received from the client
+	Sends      int       `json:"sends"`      // payloads handled, counted once handled
+	Heartbeats int       `json:"heartbeats"` // of which heartbeats
 }
 
 // ShardLive counts live sessions of one (shard, count): past READY or
