@@ -138,10 +138,16 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	if validShard {
 		b := shard % s.opts.MaxConcurrency
 		ir.Bucket = b
-		if last := s.bucketLast[b]; !last.IsZero() {
+		// Frames are timed as read, before this lock: two IDENTIFYs of a
+		// bucket read at once may be handled out of order, and then the
+		// gap is negative.
+		last := s.bucketLast[b]
+		if !last.IsZero() {
 			ir.Gap = at.Sub(last)
 		}
-		s.bucketLast[b] = at
+		if at.After(last) {
+			s.bucketLast[b] = at
+		}
 	}
 	reject := func(code int, reason string) {
 		ir.Outcome, ir.CloseCode = OutcomeClosed, code
