@@ -72,7 +72,7 @@ func TestZombieDiscordgo(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	srv.Zombie(0, true)
 	select {
 	case <-gone:
@@ -104,7 +104,7 @@ func TestReconnectDiscordgo(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	if n := srv.Reconnect(0); n != 1 {
 		t.Fatalf("Reconnect acted on %d", n)
 	}
@@ -127,7 +127,7 @@ func TestInvalidSessionDiscordgo(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	for i, resumable := range []bool{false, true} {
 		if n := srv.InvalidSession(0, resumable); n != 1 {
 			t.Fatalf("InvalidSession acted on %d", n)
@@ -191,7 +191,7 @@ func TestMalformedDiscordgoSurvives(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	for _, k := range []Malformed{MalformedJSON, MalformedUnknownOp, MalformedBinary, MalformedOversized} {
 		srv.SendMalformed(0, k)
 	}

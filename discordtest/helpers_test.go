@@ -87,6 +87,18 @@ func settled(r Record, shard int) bool {
 	return n > 0
 }
 
+// waitSettled waits until one session of (shard, count) is live and its
+// discordgo client heartbeats. Injecting a fault before that races with
+// discordgo's Open: its heartbeat goroutine may start late, write to the
+// old socket and close the new one with 1000, ending the session (a
+// discordgo bug real Discord can trigger too).
+func waitSettled(t *testing.T, srv *Server, shard, count int) Record {
+	t.Helper()
+	return waitFor(t, srv, "a settled live session", func(r Record) bool {
+		return r.Shard(shard, count).Live == 1 && settled(r, shard)
+	})
+}
+
 // closeBots closes sessions in parallel: discordgo's Close sleeps a second.
 func closeBots(bots ...*discordgo.Session) {
 	var wg sync.WaitGroup

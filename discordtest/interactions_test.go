@@ -35,7 +35,9 @@ func TestInteractionRoundTrip(t *testing.T) {
 		}
 		bots = append(bots, b)
 	}
-	waitFor(t, srv, "both live", func(r Record) bool { return r.Shard(0, 2).Live == 1 && r.Shard(1, 2).Live == 1 })
+	waitFor(t, srv, "both live", func(r Record) bool {
+		return r.Shard(0, 2).Live == 1 && r.Shard(1, 2).Live == 1 && settled(r, 0) && settled(r, 1)
+	})
 	guild := srv.GuildIDsOf(1, 2)[0]
 	rp, err := srv.Interact(testContext(t), Interaction{GuildID: guild, Command: "ping", Options: []Option{
 		{Name: "n", Value: 3}, {Name: "text", Value: "hi"}, {Name: "flag", Value: true}, {Name: "x", Value: 1.5},
@@ -96,7 +98,7 @@ func TestDuplicateLiveSessionAnswersTwice(t *testing.T) {
 		}
 		bots = append(bots, b)
 	}
-	r := waitFor(t, srv, "two live sessions", func(r Record) bool { return r.Shard(0, 1).Live == 2 })
+	r := waitFor(t, srv, "two live sessions", func(r Record) bool { return r.Shard(0, 1).Live == 2 && settled(r, 0) })
 	if r.MaxLive != 2 || r.Shard(0, 1).MaxLive != 2 {
 		t.Errorf("max live %d", r.MaxLive)
 	}
@@ -146,7 +148,7 @@ func TestInteractionDeferredAndFollowup(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	rp, err := srv.Interact(testContext(t), Interaction{GuildID: srv.GuildIDs()[0], Command: "slow"})
 	if err != nil || rp.Via != "edit" || rp.Content != "done" {
 		t.Fatalf("Interact = %+v, %v", rp, err)

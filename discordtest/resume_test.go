@@ -113,7 +113,7 @@ func TestResumeReplayDiscordgo(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := waitFor(t, srv, "READY and the guilds delivered", func(r Record) bool {
-		return len(r.Sessions) == 1 && r.Sessions[0].Dispatches == 4
+		return len(r.Sessions) == 1 && r.Sessions[0].Dispatches == 4 && settled(r, 0)
 	})
 	sid := r.Sessions[0].ID
 	if n := srv.Disconnect(0, 0); n != 1 {
@@ -158,7 +158,7 @@ func TestResumeEndedSessionDiscordgo(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "live", func(r Record) bool { return r.Shard(0, 1).Live == 1 })
+	waitSettled(t, srv, 0, 1)
 	srv.Disconnect(0, 4009)
 	r := waitFor(t, srv, "a new session", func(r Record) bool { return r.Count(0, OutcomeReady) == 2 && r.Shard(0, 1).Live == 1 && settled(r, 0) })
 	if len(r.Resumes) != 1 || r.Resumes[0].Outcome != OutcomeInvalidSession {
