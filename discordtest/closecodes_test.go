@@ -81,8 +81,8 @@ func TestCloseCodesRaw(t *testing.T) {
 			t.Errorf("no connection recorded as closed by the server with %d (%s)", tc.code, tc.name)
 		}
 	}
-	if r.Count(-1, OutcomeClosed) < 4 {
-		t.Errorf("identifies closed: %d", r.Count(-1, OutcomeClosed))
+	if r.Identified(-1, OutcomeClosed) < 4 {
+		t.Errorf("identifies closed: %d", r.Identified(-1, OutcomeClosed))
 	}
 }
 

@@ -87,7 +87,7 @@ func TestZombieDiscordgo(t *testing.T) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	r = waitFor(t, srv, "a new session", func(r Record) bool { return r.Count(0, OutcomeReady) == 2 && r.Shard(0, 1).Live == 1 })
+	r = waitFor(t, srv, "a new session", func(r Record) bool { return r.Identified(0, OutcomeReady) == 2 && r.Shard(0, 1).Live == 1 })
 	if len(r.Resumes) != 1 || r.Resumes[0].Outcome != OutcomeInvalidSession {
 		t.Errorf("resumes %+v", r.Resumes)
 	}
@@ -266,7 +266,7 @@ func TestReconnectInsteadOfReadyHangsDiscordgo(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	waitFor(t, srv, "the op 7 in place of READY", func(r Record) bool { return r.Count(0, OutcomeReconnect) == 1 })
+	waitFor(t, srv, "the op 7 in place of READY", func(r Record) bool { return r.Identified(0, OutcomeReconnect) == 1 })
 	// Open has to return promptly to the next line; give it far longer.
 	hang := time.NewTimer(2 * time.Second)
 	defer hang.Stop()

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -372,5 +371,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-
-var _ = strings.Contains

@@ -141,7 +141,8 @@ type memberJSON struct {
 // everyonePermissions is Discord's default for @everyone.
 const everyonePermissions = "1071698660929"
 
-func (s *Server) joinedAt() string { return s.born.UTC().Format(time.RFC3339Nano) }
+// joinedAt is every member's joined_at: when the server started.
+func (s *Server) joinedAt() string { return s.joined }
 
 // guildCreate is GUILD_CREATE's d for guild k: ChannelsPerGuild text
 // channels, RolesPerGuild roles (the first is @everyone) and

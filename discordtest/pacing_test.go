@@ -71,8 +71,8 @@ func TestIdentifyPacingAndOp9Storm(t *testing.T) {
 	if tooSoon < DefaultSendRateLimit-1 || closed4008 == 0 {
 		t.Errorf("storm: %d too-soon identifies, %d connections closed 4008", tooSoon, closed4008)
 	}
-	if r.Starts.Used != 2 || r.Count(-1, OutcomeReady) != 2 {
-		t.Errorf("session starts used %d, READYs %d: want 2 and 2", r.Starts.Used, r.Count(-1, OutcomeReady))
+	if r.Starts.Used != 2 || r.Identified(-1, OutcomeReady) != 2 {
+		t.Errorf("session starts used %d, READYs %d: want 2 and 2", r.Starts.Used, r.Identified(-1, OutcomeReady))
 	}
 	t.Logf("%d identifies, %d too soon, %d closed 4008", len(r.Identifies), tooSoon, closed4008)
 	closeBots(bots...)

@@ -179,8 +179,9 @@ func (r Record) RESTCalls(route string, status int) int {
 	return n
 }
 
-// Count returns how many IDENTIFYs had outcome o (shard < 0: any shard).
-func (r Record) Count(shard int, o Outcome) int {
+// Identified returns how many IDENTIFYs of shard (< 0: any shard) had
+// outcome o.
+func (r Record) Identified(shard int, o Outcome) int {
 	n := 0
 	for _, id := range r.Identifies {
 		if id.Outcome == o && (shard < 0 || id.Shard == shard) {

@@ -160,7 +160,9 @@ func TestResumeEndedSessionDiscordgo(t *testing.T) {
 	}
 	waitSettled(t, srv, 0, 1)
 	srv.Disconnect(0, 4009)
-	r := waitFor(t, srv, "a new session", func(r Record) bool { return r.Count(0, OutcomeReady) == 2 && r.Shard(0, 1).Live == 1 && settled(r, 0) })
+	r := waitFor(t, srv, "a new session", func(r Record) bool {
+		return r.Identified(0, OutcomeReady) == 2 && r.Shard(0, 1).Live == 1 && settled(r, 0)
+	})
 	if len(r.Resumes) != 1 || r.Resumes[0].Outcome != OutcomeInvalidSession {
 		t.Fatalf("resumes %+v", r.Resumes)
 	}

@@ -94,7 +94,7 @@ type Server struct {
 	upgrader  websocket.Upgrader
 	ids       idGen
 	rec       *recorder
-	born      time.Time
+	joined    string        // RFC 3339 time every member joined: the server's start
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 	closeErr  error
@@ -145,7 +145,7 @@ func NewServer(opts Options) (*Server, error) {
 		url:            "http://" + ln.Addr().String(),
 		wsURL:          "ws://" + ln.Addr().String() + GatewayPath,
 		rec:            newRecorder(o.SessionStartLimit),
-		born:           time.Now(),
+		joined:         time.Now().UTC().Format(time.RFC3339Nano),
 		done:           make(chan struct{}),
 		loadWake:       make(chan struct{}, 1),
 		conns:          make(map[*conn]struct{}),

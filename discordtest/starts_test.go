@@ -34,7 +34,7 @@ func TestSessionStartLimit(t *testing.T) {
 	a2.expectClose(4004)
 	b.expectClose(4004)
 	r := srv.Record()
-	if !r.TokenRevoked || r.Starts.Used != 2 || r.Starts.Remaining != 0 || r.Count(-1, OutcomeReady) != 2 {
+	if !r.TokenRevoked || r.Starts.Used != 2 || r.Starts.Remaining != 0 || r.Identified(-1, OutcomeReady) != 2 {
 		t.Errorf("record: revoked %v, starts %+v", r.TokenRevoked, r.Starts)
 	}
 	if resp, _ := restDo(t, srv, "GET", "/api/v10/gateway/bot", bot(srv), nil); resp.StatusCode != 401 {
