@@ -1,0 +1,126 @@
+// Package discordtest is a fake Discord — REST and gateway — on 127.0.0.1,
+// faithful enough that real discordgo v0.29.0 clients cannot tell it from
+// Discord on the paths shardvisor uses, and strict where Discord is strict:
+// it enforces Discord's gateway rules, records what clients did, and
+// injects faults.
+//
+// # Use
+//
+//	srv, err := discordtest.NewServer(discordtest.Options{Guilds: 100, Shards: 4})
+//	...
+//	defer srv.Close()
+//	s, _ := discordgo.New("Bot " + srv.Token())
+//	s.Client = srv.Client()               // REST for https://discord.com goes to the fake
+//	s.Dialer = &websocket.Dialer{}        // not websocket.DefaultDialer's shared fields
+//	s.ShardID, s.ShardCount = 1, 4
+//	err = s.Open()                        // GET gateway answers the fake's ws:// URL
+//	rec, err := srv.WaitFor(ctx, func(r discordtest.Record) bool { return r.Shard(1, 4).Live == 1 })
+//
+// A separate process gets URL() as its API base (shardvisor -api-url): the
+// fake serves /api/v9 and /api/v10, and GET gateway points at its gateway.
+//
+// # REST
+//
+// GET gateway; GET gateway/bot (url, shards = Options.Shards,
+// session_start_limit {total, remaining, reset_after ms, max_concurrency});
+// GET users/@me; application commands, global and per guild (GET, PUT bulk
+// overwrite, POST, DELETE; ids, application_id and version filled in, an id
+// kept across overwrites for the same name and type); POST
+// channels/{id}/messages; POST interactions/{id}/{token}/callback (204);
+// webhook follow-ups POST webhooks/{app}/{token} and GET/PATCH/DELETE
+// webhooks/{app}/{token}/messages/{id or @original}.
+// "Authorization: Bot <token>" is required (401 {"message": "401:
+// Unauthorized", "code": 0}), except on the interaction-token routes, which
+// refuse a wrong one. A global limit of RESTRateLimit requests per second
+// answers 429 {"message", "retry_after" (float seconds), "global": true}
+// with Retry-After and X-RateLimit-* headers; interaction-token routes are
+// exempt. Unknown routes get 404 and wrong methods 405, with Discord's JSON
+// body. FailREST fails the next n requests of any route.
+//
+// # Gateway
+//
+// HELLO (integer heartbeat_interval) first, then IDENTIFY → READY (user,
+// guilds unavailable, session_id, resume_gateway_url, shard, application)
+// and one GUILD_CREATE per guild routed to the shard by
+// (guild_id >> 22) % shard_count; heartbeat → ACK; RESUME → the missed
+// dispatches with their original sequence numbers, then RESUMED; RESUME of
+// an unknown or ended session → op 9 d:false with the socket left open for
+// an IDENTIFY on it (discordgo sends one at once). With Options.Compress and
+// IDENTIFY compress:true, frames from READY on are binary, one complete zlib
+// stream each. Sessions get INTERACTION_CREATE from Interact and
+// MESSAGE_CREATE at the event rate.
+//
+// Rules enforced, in the order checked for an IDENTIFY: 4005 second
+// IDENTIFY on an identified socket (RESUME too); 4004 wrong token (with or
+// without "Bot "); 4010 shard id outside [0, count) or, when
+// max_concurrency > 1, a count that is not a multiple of it; 4013 intents
+// missing or with undocumented bits; 4014 privileged intents not in
+// Options.PrivilegedIntents; 4011 more than MaxGuildsPerShard guilds on the
+// shard; op 9 d:false when the bucket (shard_id % max_concurrency) accepted
+// an IDENTIFY less than IdentifyInterval ago (recorded as TooSoon; only
+// accepted IDENTIFYs start the interval); then the session start budget
+// (below). On any payload: 4008 past SendRateLimit payloads per 60 s; 4002
+// for binary frames, undecodable JSON, a missing op, or payloads over 4096
+// bytes; 4003 for anything but IDENTIFY, RESUME and heartbeats before
+// identifying; 4001 unknown opcodes; 4012 a version other than 9 or 10 in
+// the URL; 4009 no heartbeat for two intervals plus a second on a live
+// session.
+//
+// A client closing with 1000 or 1001 ends its session; other codes and
+// drops leave it resumable. Server closes with 4003-4005 or 4007-4014 end
+// it; others (4000-4002, a drop) leave it resumable. A session keeps its
+// last 1024 dispatches (4 MiB at most) for replay; a RESUME from further
+// back gets op 9 d:false. Resumable sessions do not expire.
+//
+// Session starts: each accepted IDENTIFY spends one (RESUME and refused
+// IDENTIFYs do not); the window of SessionStartReset starts at the first
+// start and refills the budget when it runs out. Discord's answer to an
+// overrun is to reset the bot's token and end its sessions, and no public
+// source gives the wire form, so the fake does the observable equivalent:
+// the IDENTIFY that finds the budget spent, and every open connection, is
+// closed with 4004 (authentication failed), the token stops working on the
+// gateway and on REST (401) for the rest of the server's life, and
+// Record.TokenRevoked is set.
+//
+// # Faults
+//
+// Disconnect (close code or drop), Zombie (no heartbeat ACKs for a shard,
+// until turned off), Reconnect (op 7), InvalidSession (op 9 d:true/false),
+// SendMalformed (broken JSON, unknown op, a ~1 MiB dispatch, a binary frame
+// that is not zlib), SetHelloDelay, FailREST (429 or 5xx), SetEventRate,
+// and ReconnectInsteadOfReady: op 7 in place of READY on a shard's next
+// IDENTIFY, which deadlocks discordgo v0.29.0's Open (upstream issue 513).
+//
+// # Record
+//
+// Server.Record returns a deep copy of: every IDENTIFY (time read, bucket,
+// gap since the bucket's previous IDENTIFY, TooSoon, outcome), every
+// RESUME, every session (start, end, close code and closer, dispatches
+// delivered, resumes), every connection, live sessions per (shard, count)
+// now and at most at one moment (MaxLive 2 means a bot would answer twice),
+// interactions with every reply, session starts, and REST calls by route
+// and status. WaitFor re-evaluates a condition at every change.
+//
+// # Control API
+//
+// Served under ControlPrefix ("/_fake") on the fake's listener, and by
+// ControlHandler at its root. Requests and answers are JSON; unknown fields
+// are refused. Errors are {"error": "..."} with 400 (bad request), 404, 405,
+// 409 (interact: no session of the shard) or 504 (interact: no reply in
+// time). "shard": -1 means every shard where noted.
+//
+//	GET  /_fake/record                     → the Record
+//	GET  /_fake/guilds                     → {"guild_ids": [...]}
+//	POST /_fake/interact                   {"guild_id": "", "channel_id": "", "user_id": "", "command": "ping",
+//	                                        "options": [{"name": "n", "value": 1}], "timeout": "10s"}
+//	                                       → the Reply {"via","type","content","at","latency_ns","status"}
+//	POST /_fake/disconnect                 {"shard": 0, "code": 4000}   (code 0: drop TCP; shard -1: all) → {"connections": n}
+//	POST /_fake/zombie                     {"shard": 0, "on": true}
+//	POST /_fake/reconnect                  {"shard": 0}                 (op 7; shard -1: all) → {"connections": n}
+//	POST /_fake/reconnect-instead-of-ready {"shard": 0}
+//	POST /_fake/invalid-session            {"shard": 0, "resumable": false} (op 9; shard -1: all) → {"connections": n}
+//	POST /_fake/malformed                  {"shard": 0, "kind": "json"} (json, unknown_op, oversized, binary) → {"connections": n}
+//	POST /_fake/hello-delay                {"delay": "2s"}
+//	POST /_fake/fail-rest                  {"status": 429, "n": 3}      (status 400-599; n 0 cancels)
+//	POST /_fake/event-rate                 {"per_shard_per_second": 50}
+package discordtest

@@ -1,0 +1,339 @@
+package discordtest
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Payloads of READY and GUILD_CREATE, and the steady MESSAGE_CREATE stream
+// of Options.EventRate.
+
+// loadTick is how often the generator tops up every live session's stream;
+// maxBacklog bounds the frames it leaves queued for one slow client (events
+// beyond it are not generated).
+const (
+	loadTick   = 10 * time.Millisecond
+	maxBacklog = 4096
+)
+
+type userJSON struct {
+	ID            string  `json:"id"`
+	Username      string  `json:"username"`
+	Discriminator string  `json:"discriminator"`
+	GlobalName    *string `json:"global_name"`
+	Avatar        *string `json:"avatar"`
+	Bot           bool    `json:"bot,omitempty"`
+}
+
+func (s *Server) botUser() userJSON {
+	return userJSON{ID: s.opts.ApplicationID, Username: "discordtest", Discriminator: "0", Bot: true}
+}
+
+func genUser(j int) userJSON {
+	name := "user-" + strconv.Itoa(j)
+	return userJSON{ID: strconv.FormatUint(userID(j), 10), Username: name, Discriminator: "0", GlobalName: &name}
+}
+
+// applicationFlags are the GATEWAY_*_LIMITED flags matching the privileged
+// intents the application may use.
+func (s *Server) applicationFlags() int {
+	f := 0
+	if s.opts.PrivilegedIntents&(1<<8) != 0 {
+		f |= 1 << 13
+	}
+	if s.opts.PrivilegedIntents&(1<<1) != 0 {
+		f |= 1 << 15
+	}
+	if s.opts.PrivilegedIntents&(1<<15) != 0 {
+		f |= 1 << 19
+	}
+	return f
+}
+
+// readyPayload is READY's d: the user, the shard's guilds as unavailable, a
+// session id, resume_gateway_url, shard and application.
+func (s *Server) readyPayload(ss *session) []byte {
+	type unavailable struct {
+		ID          string `json:"id"`
+		Unavailable bool   `json:"unavailable"`
+	}
+	type application struct {
+		ID    string `json:"id"`
+		Flags int    `json:"flags"`
+	}
+	ks := guildsOf(s.opts.Guilds, ss.shard, ss.count)
+	guilds := make([]unavailable, len(ks))
+	for i, k := range ks {
+		guilds[i] = unavailable{ID: strconv.FormatUint(guildID(k), 10), Unavailable: true}
+	}
+	b, _ := json.Marshal(struct {
+		V                int           `json:"v"`
+		User             userJSON      `json:"user"`
+		Guilds           []unavailable `json:"guilds"`
+		SessionID        string        `json:"session_id"`
+		SessionType      string        `json:"session_type"`
+		ResumeGatewayURL string        `json:"resume_gateway_url"`
+		Shard            [2]int        `json:"shard"`
+		Application      application   `json:"application"`
+		PrivateChannels  []struct{}    `json:"private_channels"`
+		Relationships    []struct{}    `json:"relationships"`
+		Presences        []struct{}    `json:"presences"`
+		GuildJoinReqs    []struct{}    `json:"guild_join_requests"`
+		RTCRegions       []string      `json:"geo_ordered_rtc_regions"`
+		UserSettings     struct{}      `json:"user_settings"`
+		Trace            []string      `json:"_trace"`
+	}{
+		V: 9, User: s.botUser(), Guilds: guilds, SessionID: ss.id, SessionType: "normal",
+		ResumeGatewayURL: s.wsURL, Shard: [2]int{ss.shard, ss.count},
+		Application:     application{ID: s.opts.ApplicationID, Flags: s.applicationFlags()},
+		PrivateChannels: []struct{}{}, Relationships: []struct{}{}, Presences: []struct{}{},
+		GuildJoinReqs: []struct{}{}, RTCRegions: []string{"local"}, Trace: []string{"discordtest"},
+	})
+	return b
+}
+
+type roleJSON struct {
+	ID           string  `json:"id"`
+	Name         string  `json:"name"`
+	Color        int     `json:"color"`
+	Hoist        bool    `json:"hoist"`
+	Icon         *string `json:"icon"`
+	UnicodeEmoji *string `json:"unicode_emoji"`
+	Position     int     `json:"position"`
+	Permissions  string  `json:"permissions"`
+	Managed      bool    `json:"managed"`
+	Mentionable  bool    `json:"mentionable"`
+	Flags        int     `json:"flags"`
+}
+
+type channelJSON struct {
+	ID                   string     `json:"id"`
+	Type                 int        `json:"type"`
+	GuildID              string     `json:"guild_id"`
+	Name                 string     `json:"name"`
+	Position             int        `json:"position"`
+	PermissionOverwrites []struct{} `json:"permission_overwrites"`
+	Topic                *string    `json:"topic"`
+	NSFW                 bool       `json:"nsfw"`
+	LastMessageID        *string    `json:"last_message_id"`
+	RateLimitPerUser     int        `json:"rate_limit_per_user"`
+	ParentID             *string    `json:"parent_id"`
+	Flags                int        `json:"flags"`
+}
+
+type memberJSON struct {
+	User                       userJSON `json:"user"`
+	Nick                       *string  `json:"nick"`
+	Avatar                     *string  `json:"avatar"`
+	Roles                      []string `json:"roles"`
+	JoinedAt                   string   `json:"joined_at"`
+	PremiumSince               *string  `json:"premium_since"`
+	Deaf                       bool     `json:"deaf"`
+	Mute                       bool     `json:"mute"`
+	Flags                      int      `json:"flags"`
+	Pending                    bool     `json:"pending"`
+	CommunicationDisabledUntil *string  `json:"communication_disabled_until"`
+	Permissions                string   `json:"permissions,omitempty"` // in interactions only
+}
+
+// everyonePermissions is Discord's default for @everyone.
+const everyonePermissions = "1071698660929"
+
+// joinedAt is every member's joined_at: when the server started.
+func (s *Server) joinedAt() string { return s.joined }
+
+// guildCreate is GUILD_CREATE's d for guild k: ChannelsPerGuild text
+// channels, RolesPerGuild roles (the first is @everyone) and
+// MembersPerGuild members (the first is the bot), each member with a user
+// and an RFC 3339 joined_at.
+func (s *Server) guildCreate(k, largeThreshold int) []byte {
+	o := s.opts
+	gid := strconv.FormatUint(guildID(k), 10)
+	joined := s.joinedAt()
+	roles := make([]roleJSON, o.RolesPerGuild)
+	for j := range roles {
+		roles[j] = roleJSON{ID: strconv.FormatUint(roleID(k, j, o.ChannelsPerGuild), 10),
+			Name: "role-" + strconv.Itoa(j), Position: j, Permissions: "0"}
+	}
+	roles[0].Name, roles[0].Permissions = "@everyone", everyonePermissions
+	channels := make([]channelJSON, o.ChannelsPerGuild)
+	for j := range channels {
+		channels[j] = channelJSON{ID: strconv.FormatUint(channelID(k, j), 10), GuildID: gid,
+			Name: "channel-" + strconv.Itoa(j), Position: j, PermissionOverwrites: []struct{}{}}
+	}
+	members := make([]memberJSON, o.MembersPerGuild)
+	for j := range members {
+		u := genUser(j)
+		if j == 0 {
+			u = s.botUser()
+		}
+		members[j] = memberJSON{User: u, Roles: []string{}, JoinedAt: joined}
+	}
+	system := channels[0].ID
+	b, _ := json.Marshal(struct {
+		ID                          string        `json:"id"`
+		Name                        string        `json:"name"`
+		Icon                        *string       `json:"icon"`
+		Description                 *string       `json:"description"`
+		OwnerID                     string        `json:"owner_id"`
+		AFKTimeout                  int           `json:"afk_timeout"`
+		VerificationLevel           int           `json:"verification_level"`
+		DefaultMessageNotifications int           `json:"default_message_notifications"`
+		ExplicitContentFilter       int           `json:"explicit_content_filter"`
+		MFALevel                    int           `json:"mfa_level"`
+		NSFWLevel                   int           `json:"nsfw_level"`
+		PremiumTier                 int           `json:"premium_tier"`
+		PreferredLocale             string        `json:"preferred_locale"`
+		SystemChannelID             string        `json:"system_channel_id"`
+		Features                    []string      `json:"features"`
+		Roles                       []roleJSON    `json:"roles"`
+		Emojis                      []struct{}    `json:"emojis"`
+		Stickers                    []struct{}    `json:"stickers"`
+		JoinedAt                    string        `json:"joined_at"`
+		Large                       bool          `json:"large"`
+		Unavailable                 bool          `json:"unavailable"`
+		MemberCount                 int           `json:"member_count"`
+		VoiceStates                 []struct{}    `json:"voice_states"`
+		Members                     []memberJSON  `json:"members"`
+		Channels                    []channelJSON `json:"channels"`
+		Threads                     []struct{}    `json:"threads"`
+		Presences                   []struct{}    `json:"presences"`
+		StageInstances              []struct{}    `json:"stage_instances"`
+		ScheduledEvents             []struct{}    `json:"guild_scheduled_events"`
+		MaxMembers                  int           `json:"max_members"`
+		Lazy                        bool          `json:"lazy"`
+	}{
+		ID: gid, Name: "guild-" + strconv.Itoa(k), OwnerID: strconv.FormatUint(userID(0), 10),
+		AFKTimeout: 300, PreferredLocale: "en-US", SystemChannelID: system, Features: []string{},
+		Roles: roles, Emojis: []struct{}{}, Stickers: []struct{}{}, JoinedAt: joined,
+		Large: o.MembersPerGuild > largeThreshold, MemberCount: o.MembersPerGuild,
+		VoiceStates: []struct{}{}, Members: members, Channels: channels, Threads: []struct{}{},
+		Presences: []struct{}{}, StageInstances: []struct{}{}, ScheduledEvents: []struct{}{},
+		MaxMembers: 500000, Lazy: true,
+	})
+	return b
+}
+
+// messageCreate appends MESSAGE_CREATE's d: a message by a generated member
+// in a channel of guild k. It is built by hand: it is the hot path of
+// throughput benchmarks.
+func (s *Server) messageCreate(b []byte, id string, k, n int, ts string) []byte {
+	o := s.opts
+	gid := guildID(k)
+	ch := channelID(k, n%o.ChannelsPerGuild)
+	author := max(1, n%max(1, o.MembersPerGuild))
+	b = append(b, `{"type":0,"tts":false,"timestamp":"`...)
+	b = append(b, ts...)
+	b = append(b, `","pinned":false,"mentions":[],"mention_roles":[],"mention_everyone":false,"member":{"roles":[],"joined_at":"`...)
+	b = append(b, s.joinedAt()...)
+	b = append(b, `","deaf":false,"mute":false,"flags":0,"pending":false},"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","flags":0,"embeds":[],"edited_timestamp":null,"content":"load message `...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, `","components":[],"channel_id":"`...)
+	b = strconv.AppendUint(b, ch, 10)
+	b = append(b, `","author":{"id":"`...)
+	b = strconv.AppendUint(b, userID(author), 10)
+	b = append(b, `","username":"user-`...)
+	b = strconv.AppendInt(b, int64(author), 10)
+	b = append(b, `","discriminator":"0","global_name":null,"avatar":null},"attachments":[],"guild_id":"`...)
+	b = strconv.AppendUint(b, gid, 10)
+	b = append(b, `"}`...)
+	return b
+}
+
+// SetEventRate sets the MESSAGE_CREATE dispatches per second sent to every
+// live session (0 stops them). Negative, NaN and infinite rates are ignored.
+func (s *Server) SetEventRate(perShardPerSecond float64) {
+	if perShardPerSecond < 0 || math.IsNaN(perShardPerSecond) || math.IsInf(perShardPerSecond, 0) {
+		s.log.Warn("discordtest: ignoring invalid event rate", "rate", perShardPerSecond)
+		return
+	}
+	s.mu.Lock()
+	s.eventRate = perShardPerSecond
+	s.mu.Unlock()
+	select {
+	case s.loadWake <- struct{}{}:
+	default:
+	}
+}
+
+// liveSessions lists the sessions on live connections.
+func (s *Server) liveSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.conns))
+	for c := range s.conns {
+		if c.live && c.sess != nil {
+			out = append(out, c.sess)
+		}
+	}
+	return out
+}
+
+// runLoad is the event generator: every loadTick it gives each live session
+// the MESSAGE_CREATEs it is owed at the current rate, spread over the
+// guilds of its shard.
+func (s *Server) runLoad() {
+	defer s.wg.Done()
+	var (
+		ticker *time.Ticker
+		tick   <-chan time.Time
+		last   time.Time
+		buf    []byte
+	)
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		rate := s.eventRate
+		s.mu.Unlock()
+		switch {
+		case rate > 0 && ticker == nil:
+			ticker = time.NewTicker(loadTick)
+			tick, last = ticker.C, time.Now()
+		case rate == 0 && ticker != nil:
+			ticker.Stop()
+			ticker, tick = nil, nil
+		}
+		var now time.Time
+		select {
+		case <-s.done:
+			return
+		case <-s.loadWake:
+			continue
+		case now = <-tick:
+		}
+		dt := now.Sub(last).Seconds()
+		last = now
+		ts := now.UTC().Format(time.RFC3339Nano)
+		for _, ss := range s.liveSessions() {
+			ss.owed += rate * dt
+			n := int(ss.owed)
+			ss.owed -= float64(n)
+			if n == 0 {
+				continue
+			}
+			if room := maxBacklog - ss.backlog(); n > room {
+				n = max(room, 0) // the client is behind: do not pile up
+			}
+			first, ng := shardGuilds(s.opts.Guilds, ss.shard, ss.count)
+			if ng == 0 {
+				continue
+			}
+			for range n {
+				ss.cursor++
+				k := first + (ss.cursor%ng)*ss.count
+				buf = s.messageCreate(buf[:0], s.ids.next(), k, ss.cursor, ts)
+				if !ss.dispatch("MESSAGE_CREATE", buf) {
+					break
+				}
+			}
+		}
+	}
+}

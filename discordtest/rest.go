@@ -1,0 +1,258 @@
+package discordtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// REST under /api/v9 and /api/v10. Every route but interaction callbacks
+// and webhooks needs "Authorization: Bot <token>" (401 otherwise); those two
+// need none but refuse a wrong one, and are exempt from the global rate
+// limit, as on Discord. The order of checks: route (404/405), injected
+// failure (FailREST), authorization (401), global rate limit (429), handler.
+
+type route struct {
+	pattern string // method and path under /api/{v}/, e.g. "GET gateway/bot"
+	open    bool   // interaction-token route: no auth needed, no global limit
+	h       func(s *Server, w http.ResponseWriter, r *http.Request)
+}
+
+func restRoutes() []route {
+	return []route{
+		{pattern: "GET gateway", h: (*Server).getGateway},
+		{pattern: "GET gateway/bot", h: (*Server).getGatewayBot},
+		{pattern: "GET users/@me", h: (*Server).getMe},
+		{pattern: "GET applications/{app}/commands", h: (*Server).listCommands},
+		{pattern: "PUT applications/{app}/commands", h: (*Server).putCommands},
+		{pattern: "POST applications/{app}/commands", h: (*Server).postCommand},
+		{pattern: "DELETE applications/{app}/commands/{cmd}", h: (*Server).deleteCommand},
+		{pattern: "GET applications/{app}/guilds/{guild}/commands", h: (*Server).listCommands},
+		{pattern: "PUT applications/{app}/guilds/{guild}/commands", h: (*Server).putCommands},
+		{pattern: "POST applications/{app}/guilds/{guild}/commands", h: (*Server).postCommand},
+		{pattern: "DELETE applications/{app}/guilds/{guild}/commands/{cmd}", h: (*Server).deleteCommand},
+		{pattern: "POST channels/{channel}/messages", h: (*Server).postMessage},
+		{pattern: "POST interactions/{id}/{token}/callback", open: true, h: (*Server).interactionCallback},
+		{pattern: "POST webhooks/{app}/{token}", open: true, h: (*Server).followup},
+		{pattern: "PATCH webhooks/{app}/{token}/messages/{msg}", open: true, h: (*Server).editReply},
+		{pattern: "GET webhooks/{app}/{token}/messages/{msg}", open: true, h: (*Server).getReply},
+		{pattern: "DELETE webhooks/{app}/{token}/messages/{msg}", open: true, h: (*Server).deleteReply},
+	}
+}
+
+// restHandler serves /api/.
+func (s *Server) restHandler() http.Handler {
+	mux := http.NewServeMux()
+	paths := map[string]bool{}
+	for _, rt := range restRoutes() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		mux.Handle(method+" /api/{v}/"+path, s.restRoute(rt))
+		if !paths[path] {
+			paths[path] = true
+			mux.Handle("/api/{v}/"+path, s.counted("unknown", func(w http.ResponseWriter, _ *http.Request) int {
+				writeError(w, http.StatusMethodNotAllowed, 0, "405: Method Not Allowed")
+				return http.StatusMethodNotAllowed
+			}))
+		}
+	}
+	mux.Handle("/", s.counted("unknown", func(w http.ResponseWriter, _ *http.Request) int {
+		writeError(w, http.StatusNotFound, 0, "404: Not Found")
+		return http.StatusNotFound
+	}))
+	return mux
+}
+
+// counted records the status of each request on route.
+func (s *Server) counted(route string, h func(w http.ResponseWriter, r *http.Request) int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.rec.restCall(route, h(w, r))
+	})
+}
+
+func (s *Server) restRoute(rt route) http.Handler {
+	return s.counted(rt.pattern, func(w http.ResponseWriter, r *http.Request) int {
+		if v := r.PathValue("v"); v != "v9" && v != "v10" {
+			writeError(w, http.StatusNotFound, 0, "404: Not Found")
+			return http.StatusNotFound
+		}
+		if st, ok := s.injectedFailure(w); ok {
+			return st
+		}
+		auth := r.Header.Get("Authorization")
+		s.mu.Lock()
+		revoked := s.revoked
+		s.mu.Unlock()
+		if (auth != "" || !rt.open) && (revoked || auth != "Bot "+s.opts.Token) {
+			writeError(w, http.StatusUnauthorized, 0, "401: Unauthorized")
+			return http.StatusUnauthorized
+		}
+		if !rt.open && !s.allowREST(w) {
+			return http.StatusTooManyRequests
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rt.h(s, sw, r)
+		return sw.status
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// injectedFailure answers a request failed by FailREST.
+func (s *Server) injectedFailure(w http.ResponseWriter) (int, bool) {
+	s.mu.Lock()
+	status := 0
+	if s.failLeft > 0 {
+		status = s.failStatus
+		s.failLeft--
+	}
+	s.mu.Unlock()
+	switch status {
+	case 0:
+		return 0, false
+	case http.StatusTooManyRequests:
+		h := w.Header()
+		h.Set("Retry-After", "1")
+		h.Set("X-RateLimit-Limit", "5")
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Reset-After", "0.250")
+		h.Set("X-RateLimit-Reset", unixSeconds(time.Now().Add(250*time.Millisecond)))
+		h.Set("X-RateLimit-Bucket", "discordtest-injected")
+		h.Set("X-RateLimit-Scope", "user")
+		writeJSON(w, status, map[string]any{"message": "You are being rate limited.", "retry_after": 0.25, "global": false})
+	default:
+		writeError(w, status, 0, fmt.Sprintf("%d: %s", status, http.StatusText(status)))
+	}
+	return status, true
+}
+
+// allowREST applies the global limit of RESTRateLimit requests per fixed
+// one-second window, sets the X-RateLimit-* headers, and answers 429 when
+// the limit is exceeded.
+func (s *Server) allowREST(w http.ResponseWriter) bool {
+	now := time.Now()
+	s.mu.Lock()
+	if now.Sub(s.restWindow) >= time.Second {
+		s.restWindow, s.restCount = now, 0
+	}
+	s.restCount++
+	limit, used, reset := s.opts.RESTRateLimit, s.restCount, s.restWindow.Add(time.Second)
+	s.mu.Unlock()
+	after := reset.Sub(now).Seconds()
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(max(limit-used, 0)))
+	h.Set("X-RateLimit-Reset", unixSeconds(reset))
+	h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(after, 'f', 3, 64))
+	h.Set("X-RateLimit-Bucket", "discordtest-global")
+	if used <= limit {
+		return true
+	}
+	h.Set("Retry-After", strconv.Itoa(int(math.Ceil(after))))
+	h.Set("X-RateLimit-Global", "true")
+	h.Set("X-RateLimit-Scope", "global")
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{
+		"message": "You are being rate limited.", "retry_after": math.Round(after*1000) / 1000, "global": true,
+	})
+	return false
+}
+
+func unixSeconds(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"message":"500: Internal Server Error","code":0}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// writeError writes Discord's error body {"message": ..., "code": ...}.
+func writeError(w http.ResponseWriter, status, code int, msg string) {
+	writeJSON(w, status, map[string]any{"message": msg, "code": code})
+}
+
+// formError writes Discord's 400 "Invalid Form Body" with one error at path.
+func formError(w http.ResponseWriter, path, code, msg string) {
+	var errs any = map[string]any{"_errors": []map[string]string{{"code": code, "message": msg}}}
+	parts := strings.Split(path, ".")
+	for i := len(parts) - 1; i >= 0; i-- {
+		errs = map[string]any{parts[i]: errs}
+	}
+	writeJSON(w, http.StatusBadRequest, map[string]any{"code": 50035, "message": "Invalid Form Body", "errors": errs})
+}
+
+// decodeBody decodes a JSON request body of at most 1 MiB into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, 50109, "The request body contains invalid JSON.")
+		return false
+	}
+	return true
+}
+
+func (s *Server) getGateway(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"url": s.wsURL})
+}
+
+func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	left := s.startsLeft
+	resetAfter := s.resetAfterLocked(time.Now())
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"url":    s.wsURL,
+		"shards": s.opts.Shards,
+		"session_start_limit": map[string]int64{
+			"total":           int64(s.opts.SessionStartLimit),
+			"remaining":       int64(left),
+			"reset_after":     resetAfter.Milliseconds(),
+			"max_concurrency": int64(s.opts.MaxConcurrency),
+		},
+	})
+}
+
+func (s *Server) getMe(w http.ResponseWriter, _ *http.Request) {
+	u := s.botUser()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id": u.ID, "username": u.Username, "discriminator": u.Discriminator, "global_name": nil,
+		"avatar": nil, "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
+	})
+}
+
+// messageJSON is a message object as REST returns it.
+func (s *Server) messageJSON(id, channel, content string, flags int) map[string]any {
+	return map[string]any{
+		"id": id, "type": 0, "content": content, "channel_id": channel, "author": s.botUser(),
+		"timestamp": time.Now().UTC().Format(time.RFC3339Nano), "edited_timestamp": nil, "tts": false,
+		"mention_everyone": false, "mentions": []any{}, "mention_roles": []any{}, "attachments": []any{},
+		"embeds": []any{}, "pinned": false, "flags": flags, "components": []any{},
+	}
+}
+
+// postMessage accepts a message in any channel, so that bots can answer
+// MESSAGE_CREATE in benchmarks.
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Content string `json:"content"`
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.messageJSON(s.ids.next(), r.PathValue("channel"), body.Content, 0))
+}
