@@ -30,8 +30,8 @@
 // webhook follow-ups POST webhooks/{app}/{token} and GET/PATCH/DELETE
 // webhooks/{app}/{token}/messages/{id or @original}.
 // "Authorization: Bot <token>" is required (401 {"message": "401:
-// Unauthorized", "code": 0}), except on the interaction-token routes, which
-// refuse a wrong one. A global limit of RESTRateLimit requests per second
+// Unauthorized", "code": 0}), except on GET gateway and the
+// interaction-token routes, which refuse a wrong one. A global limit of RESTRateLimit requests per second
 // answers 429 {"message", "retry_after" (float seconds), "global": true}
 // with Retry-After and X-RateLimit-* headers; interaction-token routes are
 // exempt. Unknown routes get 404 and wrong methods 405, with Discord's JSON

@@ -10,21 +10,23 @@ import (
 	"time"
 )
 
-// REST under /api/v9 and /api/v10. Every route but interaction callbacks
-// and webhooks needs "Authorization: Bot <token>" (401 otherwise); those two
-// need none but refuse a wrong one, and are exempt from the global rate
-// limit, as on Discord. The order of checks: route (404/405), injected
+// REST under /api/v9 and /api/v10. Every route but GET gateway,
+// interaction callbacks and webhooks needs "Authorization: Bot <token>"
+// (401 otherwise); those need none but refuse a wrong one. Interaction
+// callbacks and webhooks are exempt from the global rate limit, as on
+// Discord. The order of checks: route (404/405), injected
 // failure (FailREST), authorization (401), global rate limit (429), handler.
 
 type route struct {
 	pattern string // method and path under /api/{v}/, e.g. "GET gateway/bot"
 	open    bool   // interaction-token route: no auth needed, no global limit
+	public  bool   // no auth needed (GET gateway), still rate limited
 	h       func(s *Server, w http.ResponseWriter, r *http.Request)
 }
 
 func restRoutes() []route {
 	return []route{
-		{pattern: "GET gateway", h: (*Server).getGateway},
+		{pattern: "GET gateway", public: true, h: (*Server).getGateway},
 		{pattern: "GET gateway/bot", h: (*Server).getGatewayBot},
 		{pattern: "GET users/@me", h: (*Server).getMe},
 		{pattern: "GET applications/{app}/commands", h: (*Server).listCommands},
@@ -86,7 +88,7 @@ func (s *Server) restRoute(rt route) http.Handler {
 		s.mu.Lock()
 		revoked := s.revoked
 		s.mu.Unlock()
-		if (auth != "" || !rt.open) && (revoked || auth != "Bot "+s.opts.Token) {
+		if (auth != "" || !(rt.open || rt.public)) && (revoked || auth != "Bot "+s.opts.Token) {
 			writeError(w, http.StatusUnauthorized, 0, "401: Unauthorized")
 			return http.StatusUnauthorized
 		}

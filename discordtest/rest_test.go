@@ -55,6 +55,8 @@ func TestRESTErrors(t *testing.T) {
 		{"GET", "/api/v9/gateway/bot", srv.Token(), 401, `{"code":0,"message":"401: Unauthorized"}`, nil},
 		{"GET", "/api/v9/no/such/route", bot(srv), 404, `{"code":0,"message":"404: Not Found"}`, nil},
 		{"GET", "/api/v8/gateway", bot(srv), 404, `{"code":0,"message":"404: Not Found"}`, nil},
+		{"GET", "/api/v9/gateway", "Bot wrong", 401, `{"code":0,"message":"401: Unauthorized"}`, nil},
+		{"GET", "/api/v9/gateway", "", 200, `{"url":"` + srv.GatewayURL() + `"}`, nil},
 		{"DELETE", "/api/v9/gateway", bot(srv), 405, `{"code":0,"message":"405: Method Not Allowed"}`, nil},
 		{"POST", "/api/v9/interactions/1/x/callback", "", 404, `{"code":10062,"message":"Unknown interaction"}`, map[string]int{"type": 4}},
 		{"POST", "/api/v9/interactions/1/x/callback", "", 400, `{"code":50109,"message":"The request body contains invalid JSON."}`, nil},
