@@ -105,8 +105,14 @@ func (b *Bot) dispatch(ctx context.Context, log *slog.Logger, m *clusterMetrics,
 	name := ic.ApplicationCommandData().Name
 	fn, ok := b.funcs[name]
 	if !ok {
+		// Commands still registered at Discord from an older build: say so
+		// rather than leave the user with "the application did not respond".
 		m.interaction("", OutcomeUnknown, 0)
 		log.Warn("interaction for an unknown command", "shard_id", shardID, "command", name)
+		_ = s.InteractionRespond(ic.Interaction, &discordgo.InteractionResponse{
+			Type: discordgo.InteractionResponseChannelMessageWithSource,
+			Data: &discordgo.InteractionResponseData{Content: "This command is not available any more.", Flags: discordgo.MessageFlagsEphemeral},
+		}, discordgo.WithContext(ctx))
 		return
 	}
 	start := time.Now()

@@ -3,7 +3,9 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"net/http"
 
+	"github.com/bwmarrin/discordgo"
 	"github.com/gorilla/websocket"
 )
 
@@ -39,11 +41,16 @@ func (e *FatalCloseError) Error() string {
 }
 
 // fatalClose returns a *FatalCloseError if err (from Open) or code (the
-// close frame the gate saw) is one of the fatal close codes, else nil.
+// close frame the gate saw) is one of the fatal close codes, else nil. A 401
+// from the REST call Open makes first (GET /gateway) means what 4004 means.
 func fatalClose(shard int, err error, code int) *FatalCloseError {
 	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
+	var re *discordgo.RESTError
+	switch {
+	case errors.As(err, &ce):
 		code = ce.Code
+	case errors.As(err, &re) && re.Response != nil && re.Response.StatusCode == http.StatusUnauthorized:
+		code = 4004
 	}
 	if f, ok := fatalCloseCodes[code]; ok {
 		return &FatalCloseError{Shard: shard, Code: code, Meaning: f.meaning, Action: f.action}

@@ -29,8 +29,9 @@ import (
 // Discord's JSON for these payloads starts with the op field, exactly as
 // discordgo's structs marshal it; gate_test.go fails if that changes.
 var (
-	identifyPrefix = []byte(`{"op":2,`)
-	resumePrefix   = []byte(`{"op":6,`)
+	heartbeatPrefix = []byte(`{"op":1,`)
+	identifyPrefix  = []byte(`{"op":2,`)
+	resumePrefix    = []byte(`{"op":6,`)
 )
 
 // errGateClosed is returned by a held write when the connection or the
@@ -43,9 +44,12 @@ type gateHooks interface {
 	takeLease() identify.Lease
 	// acquire waits for a lease (op 9 path); the shard shows "queued".
 	acquire(ctx context.Context) (identify.Lease, error)
-	// identifySent and resumeSent are called once the frame is written.
+	// identifySent, resumeSent and heartbeatSent are called once the
+	// frame is written. (discordgo writes LastHeartbeatSent under a lock of
+	// its own that nobody outside can take: the gate's time is race-free.)
 	identifySent(reidentify bool)
 	resumeSent()
+	heartbeatSent(at time.Time)
 	// invalidSessionWait is the pause Discord asks for before identifying
 	// again after op 9.
 	invalidSessionWait() time.Duration
@@ -69,30 +73,44 @@ type gatedConn struct {
 
 func newGatedConn(ctx context.Context, c net.Conn, hooks gateHooks) *gatedConn {
 	ctx, stop := context.WithCancel(ctx)
-	return &gatedConn{Conn: c, hooks: hooks, ctx: ctx, stop: stop}
+	g := &gatedConn{Conn: c, hooks: hooks, ctx: ctx, stop: stop}
+	g.w.handshake, g.r.handshake = true, true // the HTTP upgrade comes first
+	return g
 }
 
 // Write holds an IDENTIFY until it may go.
 func (g *gatedConn) Write(p []byte) (int, error) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
-	kind := 0 // 1 identify, 2 resume
+	const (
+		other = iota
+		identifyFrame
+		resumeFrame
+		heartbeatFrame
+	)
+	kind := other
 	for _, f := range g.w.scan(p) {
 		if f.opcode != opText {
 			continue
 		}
 		switch {
 		case bytes.HasPrefix(identifyPrefix, f.prefix) && !f.complete, bytes.HasPrefix(f.prefix, identifyPrefix):
-			kind = 1
+			kind = identifyFrame
 		case bytes.HasPrefix(f.prefix, resumePrefix):
-			kind = 2
+			kind = resumeFrame
+		case bytes.HasPrefix(f.prefix, heartbeatPrefix):
+			kind = heartbeatFrame
 		}
 	}
-	if kind != 1 {
+	if kind != identifyFrame {
 		n, err := g.Conn.Write(p)
-		if kind == 2 && err == nil {
+		switch {
+		case err != nil:
+		case kind == resumeFrame:
 			g.identified = true
 			g.hooks.resumeSent()
+		case kind == heartbeatFrame:
+			g.hooks.heartbeatSent(time.Now())
 		}
 		return n, err
 	}

@@ -33,6 +33,7 @@ type shard struct {
 	conn         *gatedConn     // the current connection
 	hasSession   bool           // a READY arrived: Open will RESUME
 	lastIdentify time.Time
+	heartbeat    time.Time // when the gate saw the last heartbeat go out
 	latency      time.Duration
 	deadline     time.Time // connect must complete by then; zero: not connecting
 	guilds       map[string]struct{}
@@ -70,13 +71,36 @@ func newShard(c *Cluster, id int) *shard {
 		default:
 		}
 	})
-	s.AddHandler(func(_ *discordgo.Session, r *discordgo.Ready) { sh.onReady(r) })
+	// discordgo's State keeps the event's own *Guild values and overwrites
+	// them later (GuildAdd does *g = *guild) under the State's lock: read
+	// them under it too.
+	s.AddHandler(func(s *discordgo.Session, r *discordgo.Ready) {
+		s.State.RLock()
+		ids := make([]string, len(r.Guilds))
+		for i, g := range r.Guilds {
+			ids[i] = g.ID
+		}
+		app := ""
+		if r.Application != nil {
+			app = r.Application.ID
+		}
+		s.State.RUnlock()
+		sh.onReady(ids, app)
+	})
 	s.AddHandler(func(_ *discordgo.Session, _ *discordgo.Resumed) { sh.onResumed() })
-	s.AddHandler(func(_ *discordgo.Session, g *discordgo.GuildCreate) { sh.onGuildCreate(g.ID) })
-	s.AddHandler(func(_ *discordgo.Session, g *discordgo.GuildDelete) {
-		if !g.Unavailable { // an outage keeps the guild; a removal does not
+	s.AddHandler(func(s *discordgo.Session, g *discordgo.GuildCreate) {
+		s.State.RLock()
+		id := g.ID
+		s.State.RUnlock()
+		sh.onGuildCreate(id)
+	})
+	s.AddHandler(func(s *discordgo.Session, g *discordgo.GuildDelete) {
+		s.State.RLock()
+		id, outage := g.ID, g.Unavailable
+		s.State.RUnlock()
+		if !outage { // an outage keeps the guild; a removal does not
 			sh.mu.Lock()
-			delete(sh.guilds, g.ID)
+			delete(sh.guilds, id)
 			sh.mu.Unlock()
 		}
 	})
@@ -249,12 +273,12 @@ func (sh *shard) acquire(ctx context.Context) (identify.Lease, error) {
 	return l, err
 }
 
-func (sh *shard) identifySent(reidentify bool) {
+func (sh *shard) identifySent(bool) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.lastIdentify = time.Now()
 	sh.counts.sessionStarts++
-	if reidentify || sh.counts.sessionStarts > 1 {
+	if sh.counts.sessionStarts > 1 { // every IDENTIFY after the first starts a new session
 		sh.counts.reidentifies++
 	}
 	sh.early = nil // GUILD_CREATEs seen so far belong to an older session
@@ -271,6 +295,12 @@ func (sh *shard) resumeSent() {
 	sh.setStateLocked(wire.ShardResuming)
 }
 
+func (sh *shard) heartbeatSent(at time.Time) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.heartbeat = at
+}
+
 func (sh *shard) invalidSessionWait() time.Duration {
 	return jitter(sh.c.cfg.MinInvalidSessionWait, sh.c.cfg.MaxInvalidSessionWait)
 }
@@ -279,23 +309,23 @@ func (sh *shard) invalidSessionWait() time.Duration {
 // guild-ready timeout). discordgo runs each handler in its own goroutine, so
 // a GUILD_CREATE's handler can run before READY's: those are kept in early.
 
-func (sh *shard) onReady(r *discordgo.Ready) {
+func (sh *shard) onReady(guilds []string, appID string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.hasSession = true
 	sh.deadline = time.Time{}
-	sh.guilds = make(map[string]struct{}, len(r.Guilds))
+	sh.guilds = make(map[string]struct{}, len(guilds))
 	sh.pending = map[string]struct{}{}
-	for _, g := range r.Guilds {
-		sh.guilds[g.ID] = struct{}{}
-		if _, seen := sh.early[g.ID]; !seen {
-			sh.pending[g.ID] = struct{}{}
+	for _, id := range guilds {
+		sh.guilds[id] = struct{}{}
+		if _, seen := sh.early[id]; !seen {
+			sh.pending[id] = struct{}{}
 		}
 	}
 	sh.early = nil
 	sh.tracking = true
-	if r.Application != nil {
-		sh.c.noteApplication(r.Application.ID)
+	if appID != "" {
+		sh.c.noteApplication(appID)
 	}
 	if len(sh.pending) == 0 {
 		sh.becomeReadyLocked()
@@ -351,16 +381,19 @@ func (sh *shard) onResumed() {
 	}
 }
 
-// status is the shard's report; it also reads the heartbeat latency, under
-// the session's lock (discordgo's HeartbeatLatency reads without it).
+// status is the shard's report. The heartbeat latency is the last ACK
+// (written under the session's lock, read under it here) less the time the
+// gate saw the heartbeat leave: discordgo's HeartbeatLatency reads both
+// without a lock, and writes LastHeartbeatSent under one nobody else can
+// take.
 func (sh *shard) status() wire.ShardStatus {
 	sh.s.RLock()
-	ack, sent := sh.s.LastHeartbeatAck, sh.s.LastHeartbeatSent
+	ack := sh.s.LastHeartbeatAck
 	sh.s.RUnlock()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if !sent.IsZero() && !ack.Before(sent) {
-		sh.latency = ack.Sub(sent)
+	if !sh.heartbeat.IsZero() && !ack.Before(sh.heartbeat) {
+		sh.latency = ack.Sub(sh.heartbeat)
 	}
 	return wire.ShardStatus{ID: sh.id, State: sh.state, Since: sh.since, Latency: sh.latency,
 		Guilds: len(sh.guilds), LastIdentify: sh.lastIdentify}

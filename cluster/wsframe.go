@@ -8,6 +8,11 @@ import "encoding/binary"
 // IDENTIFY and RESUME frames going out and close frames coming in without
 // replacing the websocket library.
 type frameScanner struct {
+	// handshake is true until the HTTP upgrade request or response that
+	// precedes the frames has gone by (up to its blank line).
+	handshake bool
+	crlf      int // how much of "\r\n\r\n" the handshake has ended with so far
+
 	hdr     [14]byte
 	hdrLen  int
 	need    int // header bytes needed in all; 0 when reading payload
@@ -46,6 +51,20 @@ const (
 // completed, within it.
 func (s *frameScanner) scan(p []byte) []frameStart {
 	var out []frameStart
+	for s.handshake && len(p) > 0 {
+		const end = "\r\n\r\n"
+		if p[0] == end[s.crlf] {
+			s.crlf++
+		} else if p[0] == '\r' {
+			s.crlf = 1
+		} else {
+			s.crlf = 0
+		}
+		p = p[1:]
+		if s.crlf == len(end) {
+			s.handshake = false
+		}
+	}
 	for len(p) > 0 {
 		if s.left == 0 && s.need == 0 && !s.pending {
 			s.need = 2

@@ -80,6 +80,25 @@ func TestFrameScannerAcrossSplits(t *testing.T) {
 	}
 }
 
+func TestFrameScannerSkipsTheHandshake(t *testing.T) {
+	hs := "GET /gateway?v=9 HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: m0hpvg==\r\n\r\n"
+	stream := append([]byte(hs), encodeFrame(opText, []byte(`{"op":2,"d":{}}`), true)...)
+	for split := 1; split < len(stream); split++ {
+		s := frameScanner{handshake: true}
+		var got []frameStart
+		for _, part := range [][]byte{stream[:split], stream[split:]} {
+			for _, f := range s.scan(part) {
+				if f.complete {
+					got = append(got, f)
+				}
+			}
+		}
+		if len(got) != 1 || got[0].opcode != opText || string(got[0].prefix) != `{"op":2,` {
+			t.Fatalf("split at %d: %+v", split, got)
+		}
+	}
+}
+
 func TestFrameScannerPartialPrefix(t *testing.T) {
 	var s frameScanner
 	f := encodeFrame(opText, []byte(`{"op":2,"d":{}}`), true)

@@ -179,7 +179,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 		reject(4011, "sharding required")
 		return
 	}
-	if last := s.bucketAccepted[ir.Bucket]; !last.IsZero() && at.Sub(last) < s.opts.IdentifyInterval {
+	if last := s.bucketAccepted[ir.Bucket]; !last.IsZero() && at.Sub(last) < s.opts.IdentifyInterval-s.opts.IdentifyTolerance {
 		ir.TooSoon, ir.Outcome = true, OutcomeInvalidSession
 		s.rec.identify(ir)
 		s.mu.Unlock()

@@ -44,13 +44,21 @@ const (
 // Options configures a fake Discord. The zero value is usable: every zero
 // field takes the default named in its comment.
 type Options struct {
-	Addr              string        // listen address; default "127.0.0.1:0"
-	Token             string        // the bot token accepted; default DefaultToken
-	ApplicationID     string        // application (and bot user) id; default DefaultApplicationID
-	Guilds            int           // total guilds; default 10
-	Shards            int           // recommended shard count in GET gateway/bot; default 1
-	MaxConcurrency    int           // identify buckets; default 1
-	IdentifyInterval  time.Duration // one accepted IDENTIFY per bucket per interval; default 5 s
+	Addr             string        // listen address; default "127.0.0.1:0"
+	Token            string        // the bot token accepted; default DefaultToken
+	ApplicationID    string        // application (and bot user) id; default DefaultApplicationID
+	Guilds           int           // total guilds; default 10
+	Shards           int           // recommended shard count in GET gateway/bot; default 1
+	MaxConcurrency   int           // identify buckets; default 1
+	IdentifyInterval time.Duration // one accepted IDENTIFY per bucket per interval; default 5 s
+	// IdentifyTolerance is measurement slack for the pacing rule: an
+	// IDENTIFY is refused as too soon only when it arrived more than this
+	// before the interval was over. The fake timestamps a frame when its
+	// read goroutine gets it, so on a loaded machine two timestamps can be
+	// milliseconds closer than the frames were sent; a client that does not
+	// pace at all shows gaps far below any sane tolerance. Default 0: strict.
+	// The record's Gap is always the measured one.
+	IdentifyTolerance time.Duration
 	SessionStartLimit int           // session_start_limit.total; default 1000
 	SessionStartReset time.Duration // session start window; default 24 h
 	HeartbeatInterval time.Duration // sent in HELLO (rounded up to whole ms); default 41.25 s
@@ -210,6 +218,7 @@ func withDefaults(o Options) (Options, error) {
 	for _, c := range []check{
 		{"guilds", int64(o.Guilds)}, {"shards", int64(o.Shards)},
 		{"max concurrency", int64(o.MaxConcurrency)}, {"identify interval", int64(o.IdentifyInterval)},
+		{"identify tolerance", int64(o.IdentifyTolerance)},
 		{"session start limit", int64(o.SessionStartLimit)}, {"session start reset", int64(o.SessionStartReset)},
 		{"heartbeat interval", int64(o.HeartbeatInterval)}, {"max guilds per shard", int64(o.MaxGuildsPerShard)},
 		{"channels per guild", int64(o.ChannelsPerGuild)}, {"roles per guild", int64(o.RolesPerGuild)},
@@ -249,6 +258,9 @@ func withDefaults(o Options) (Options, error) {
 	setDefault(&o.SendRateLimit, DefaultSendRateLimit)
 	if o.IdentifyInterval == 0 {
 		o.IdentifyInterval = DefaultIdentifyInterval
+	}
+	if o.IdentifyTolerance >= o.IdentifyInterval {
+		return o, fmt.Errorf("discordtest: identify tolerance %v must be less than the identify interval %v", o.IdentifyTolerance, o.IdentifyInterval)
 	}
 	if o.SessionStartReset == 0 {
 		o.SessionStartReset = DefaultSessionStartReset

@@ -17,6 +17,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newQueue(t *testing.T, cfg Config) *Queue {
 	t.Helper()
+	if cfg.Margin == 0 {
+		cfg.Margin = -1 // exact timings below; TestMargin checks the margin
+	}
 	q, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -260,4 +263,18 @@ func TestMetrics(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
 		t.Fatalf("gathered %d series, err %v", n, err)
 	}
+}
+
+func TestMargin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q, _ := New(Config{MaxConcurrency: 1, Interval: 5 * time.Second}, nil, nil)
+		start := time.Now()
+		l, _ := q.Acquire(context.Background(), 0)
+		l.Sent()
+		l2, _ := q.Acquire(context.Background(), 1)
+		if got := l2.NotBefore().Sub(start); got != 5050*time.Millisecond {
+			t.Errorf("with the default margin (1%%) the next slot is at %v, want 5.05s", got)
+		}
+		l2.Cancel()
+	})
 }
