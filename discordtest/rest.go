@@ -29,6 +29,8 @@ func restRoutes() []route {
 		{pattern: "GET gateway", public: true, h: (*Server).getGateway},
 		{pattern: "GET gateway/bot", h: (*Server).getGatewayBot},
 		{pattern: "GET users/@me", h: (*Server).getMe},
+		{pattern: "GET applications/@me", h: (*Server).getApplication},
+		{pattern: "GET oauth2/applications/@me", h: (*Server).getApplication},
 		{pattern: "GET applications/{app}/commands", h: (*Server).listCommands},
 		{pattern: "PUT applications/{app}/commands", h: (*Server).putCommands},
 		{pattern: "POST applications/{app}/commands", h: (*Server).postCommand},
@@ -234,6 +236,17 @@ func (s *Server) getMe(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": u.ID, "username": u.Username, "discriminator": u.Discriminator, "global_name": nil,
 		"avatar": nil, "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
+	})
+}
+
+// getApplication is the current application (GET applications/@me, and
+// its older form under oauth2/), which a bot reads for its id before it
+// registers commands.
+func (s *Server) getApplication(w http.ResponseWriter, _ *http.Request) {
+	u := s.botUser()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id": s.opts.ApplicationID, "name": u.Username, "icon": nil, "description": "a fake Discord's application",
+		"bot_public": true, "bot_require_code_grant": false, "verify_key": "0000", "flags": 0, "bot": u,
 	})
 }
 

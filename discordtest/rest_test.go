@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -236,5 +237,23 @@ func TestCommandsBulkOverwrite(t *testing.T) {
 	}
 	if list, _ := b.ApplicationCommands(app, ""); len(list) != 0 {
 		t.Errorf("global list has %d after delete", len(list))
+	}
+}
+
+func TestCurrentApplication(t *testing.T) {
+	srv, err := NewServer(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	s, _ := discordgo.New("Bot " + srv.Token())
+	s.Client = srv.Client()
+	app, err := s.Application("@me") // GET oauth2/applications/@me
+	if err != nil || app.ID != srv.ApplicationID() {
+		t.Fatalf("Application(@me) = %+v, %v", app, err)
+	}
+	body, err := s.Request("GET", discordgo.EndpointApplication("@me"), nil)
+	if err != nil || !strings.Contains(string(body), srv.ApplicationID()) {
+		t.Fatalf("GET applications/@me = %s, %v", body, err)
 	}
 }
