@@ -6,14 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/bwmarrin/discordgo"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -54,6 +57,9 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return err
 	}
 	log := base.With("cluster_id", id.ClusterID)
+	// discordgo logs through a package variable; in this process it speaks
+	// through the cluster's logger, so its lines carry cluster_id too.
+	discordgo.Logger = discordgoLogger(log)
 	gw, err := gf.check()
 	if err != nil {
 		return err
@@ -148,6 +154,18 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// discordgoLogger adapts discordgo's logger (used at LogWarning and above:
+// lower levels print the IDENTIFY payload, token included).
+func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a ...any) {
+	return func(msgL, _ int, format string, a ...any) {
+		level := slog.LevelWarn
+		if msgL == discordgo.LogError {
+			level = slog.LevelError
+		}
+		log.Log(context.Background(), level, "discordgo: "+strings.TrimSpace(fmt.Sprintf(format, a...)))
+	}
 }
 
 func ignoreClosed(err error) error {

@@ -78,6 +78,21 @@ func (f *runFlags) clusterArgs() []string {
 }
 
 func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
+	return runSupervisorMode(args, bot, runEnv{stderr: stderr, getenv: os.LookupEnv})
+}
+
+// runEnv is what the supervisor mode takes from its surroundings; the demo
+// supplies its own.
+type runEnv struct {
+	stderr io.Writer
+	getenv func(string) (string, bool)
+	// started, if set, is called once the supervisor and its HTTP listener
+	// exist, before any cluster starts.
+	started func(sup *supervisor.Supervisor, addr net.Addr)
+}
+
+func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
+	stderr := env.stderr
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var f runFlags
 	f.register(fs)
@@ -129,7 +144,7 @@ func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return configError(fmt.Errorf("-reap-orphans %q: want auto, always or never", f.reap))
 	}
 
-	token, err := f.bot.token(os.LookupEnv)
+	token, err := f.bot.token(env.getenv)
 	if err != nil {
 		return err
 	}
@@ -204,6 +219,13 @@ func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		if err := f.bot.registerBotCommands(ctx, api, bot, log); err != nil {
 			return err
 		}
+	}
+	if env.started != nil {
+		var addr net.Addr
+		if ln != nil {
+			addr = ln.Addr()
+		}
+		env.started(sup, addr)
 	}
 	return runSupervisor(ctx, sup, queue, api, reaper, ln, metricsHandler, log)
 }

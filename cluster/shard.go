@@ -61,7 +61,7 @@ func newShard(c *Cluster, id int) *shard {
 	s.ShouldReconnectOnError = false
 	s.ShouldRetryOnRateLimit = true
 	s.Client = c.httpClient
-	s.LogLevel = discordgo.LogError
+	s.LogLevel = discordgo.LogWarning // lower levels would log the IDENTIFY payload, token included
 	c.cfg.Cache.apply(s.State)
 	sh.s = s
 
