@@ -154,4 +154,3 @@ func clusterLine(c supervisor.ClusterStatus) string {
 func since(t time.Time) string {
 	return fmt.Sprintf("%.1fs", time.Since(t).Seconds())
 }
-

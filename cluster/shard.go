@@ -385,14 +385,19 @@ func (sh *shard) onResumed() {
 // (written under the session's lock, read under it here) less the time the
 // gate saw the heartbeat leave: discordgo's HeartbeatLatency reads both
 // without a lock, and writes LastHeartbeatSent under one nobody else can
-// take.
+// take. Open holds the session's lock for its whole run, and forever when
+// it deadlocks: status must never wait for it, or the cluster could not
+// report, nor notice the hang. When the lock is busy the last latency stands.
 func (sh *shard) status() wire.ShardStatus {
-	sh.s.RLock()
-	ack := sh.s.LastHeartbeatAck
-	sh.s.RUnlock()
+	var ack time.Time
+	locked := sh.s.TryRLock()
+	if locked {
+		ack = sh.s.LastHeartbeatAck
+		sh.s.RUnlock()
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if !sh.heartbeat.IsZero() && !ack.Before(sh.heartbeat) {
+	if locked && !sh.heartbeat.IsZero() && !ack.Before(sh.heartbeat) {
 		sh.latency = ack.Sub(sh.heartbeat)
 	}
 	return wire.ShardStatus{ID: sh.id, State: sh.state, Since: sh.since, Latency: sh.latency,

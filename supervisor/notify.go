@@ -74,9 +74,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 		changed := n.sup.store.Changed()
 		snap := n.sup.store.Snapshot()
 		now := time.Now()
+		status := ""
 		if s := snap.Summary(); s != lastStatus {
-			n.send("STATUS=" + s)
-			lastStatus = s
+			status, lastStatus = "STATUS="+s, s
 		}
 		if snap.ShardsReady > bestReady {
 			bestReady, lastProgress = snap.ShardsReady, now
@@ -84,12 +84,16 @@ func (n *Notifier) Run(ctx context.Context) error {
 		switch {
 		case !ready && snap.Ready:
 			ready = true
-			n.send("READY=1")
+			n.send("READY=1\n" + status) // one datagram: systemd shows the ready status at once
+			status = ""
 			n.log.Info("told systemd the supervisor is ready", "status", lastStatus)
 		case !ready && now.Sub(lastProgress) < n.Progress && now.Sub(extendedAt) >= n.Progress/4:
 			// Progress within the window: allow one more window from now.
 			n.send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", n.Progress.Microseconds()))
 			extendedAt = now
+		}
+		if status != "" {
+			n.send(status)
 		}
 		if wd > 0 && now.Sub(pinged) >= tick/2 && n.sup.Healthy(wd/2) {
 			n.send("WATCHDOG=1")

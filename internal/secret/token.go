@@ -79,7 +79,8 @@ var ErrNoToken = errors.New("no Discord token: set DISCORD_TOKEN, pass -token-fi
 	"or run under systemd with LoadCredential=" + CredentialName + ":PATH")
 
 // Load finds the token: the file named by tokenFile if not empty, else the
-// DISCORD_TOKEN variable, else $CREDENTIALS_DIRECTORY/discord-token.
+// DISCORD_TOKEN variable (if not empty), else
+// $CREDENTIALS_DIRECTORY/discord-token.
 // getenv is os.LookupEnv in production. Errors name the place that was
 // wrong, never the token.
 func Load(tokenFile string, getenv func(string) (string, bool)) (Token, Source, error) {
@@ -87,7 +88,7 @@ func Load(tokenFile string, getenv func(string) (string, bool)) (Token, Source, 
 		t, err := readFile(tokenFile)
 		return t, SourceFile, err
 	}
-	if v, ok := getenv("DISCORD_TOKEN"); ok {
+	if v, ok := getenv("DISCORD_TOKEN"); ok && v != "" { // empty counts as unset, as compose's ${DISCORD_TOKEN} leaves it
 		t, err := NewToken(v)
 		if err != nil {
 			return Token{}, SourceEnv, fmt.Errorf("read DISCORD_TOKEN: %w", err)

@@ -94,7 +94,9 @@ func TestLoad(t *testing.T) {
 		{name: "missing file", file: filepath.Join(dir, "nope"), env: env(), wantErr: "no such file"},
 		{name: "big file", file: big, env: env(), wantErr: "not a token"},
 		{name: "bad file", file: bad, env: env(), wantErr: "white space"},
-		{name: "empty env", env: env("DISCORD_TOKEN", ""), wantErr: "DISCORD_TOKEN: token is empty"},
+		{name: "empty env is unset", env: env("DISCORD_TOKEN", ""), wantErr: "no Discord token"},
+		{name: "empty env, then credential", env: env("DISCORD_TOKEN", "", "CREDENTIALS_DIRECTORY", creds), want: "cred-" + value, source: SourceCredential},
+		{name: "blank env", env: env("DISCORD_TOKEN", " \n"), wantErr: "DISCORD_TOKEN: token is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok, src, err := Load(tc.file, tc.env)

@@ -1,0 +1,261 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shardvisor/shardvisor/cluster"
+	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/supervisor"
+)
+
+// The test binary is shardvisor too: with SHARDVISOR_TEST_MAIN=1 it runs
+// the command line (the supervisor, and the clusters it re-executes) with
+// the /ping bot, as cmd/shardvisor does.
+func TestMain(m *testing.M) {
+	if os.Getenv("SHARDVISOR_TEST_MAIN") == "1" {
+		bot := cluster.NewBot()
+		bot.Command(cluster.Ping())
+		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// patience bounds every wait on an event, for a busy 2-core machine with
+// the race detector in every process.
+const patience = 90 * time.Second
+
+// The fake's identify interval and measurement slack (see cluster's tests).
+const (
+	interval  = 50 * time.Millisecond
+	tolerance = 15 * time.Millisecond
+)
+
+// secretToken is distinctive so that a leak anywhere is found by grep.
+const secretToken = "MTA5OTk5.SeCrEtToKeN.xyzzy"
+
+func newFake(t *testing.T, o discordtest.Options) *discordtest.Server {
+	t.Helper()
+	if o.IdentifyInterval == 0 {
+		o.IdentifyInterval, o.IdentifyTolerance = interval, tolerance
+	}
+	if o.Token == "" {
+		o.Token = secretToken
+	}
+	o.Logger = slog.New(slog.DiscardHandler)
+	fake, err := discordtest.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	return fake
+}
+
+// syncBuffer collects a process's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	out  *syncBuffer
+	done chan struct{}
+	code int
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// shardvisor starts this binary as shardvisor with args; env is added to
+// the test's environment. The process is killed at the end of the test if
+// it still runs, and its output shown if the test failed.
+func shardvisor(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
+	for i, a := range args {
+		if a == "-metrics-addr" && i+1 < len(args) {
+			p.addr = args[i+1]
+		}
+	}
+	p.cmd = exec.Command(os.Args[0], args...)
+	p.cmd.Env = append(append(os.Environ(), "SHARDVISOR_TEST_MAIN=1"), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("output of %v:\n%s", args, p.out)
+		}
+	})
+	return p
+}
+
+// command runs this binary as shardvisor once with args and returns its
+// combined output and exit status.
+func command(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "SHARDVISOR_TEST_MAIN=1"), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("shardvisor %v did not exit: %s", args, out)
+	}
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatalf("shardvisor %v: %v", args, err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// wait waits for the process to exit and returns its status.
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(patience):
+		t.Fatalf("shardvisor did not exit; output:\n%s", p.out)
+		return -1
+	}
+}
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get fetches path from the supervisor's HTTP endpoint.
+func (p *proc) get(path string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// until polls the supervisor's status until cond holds: its HTTP endpoint
+// has no event stream, so this waits for the state with a generous deadline.
+func (p *proc) until(t *testing.T, what string, cond func(supervisor.Snapshot) bool) supervisor.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	var last supervisor.Snapshot
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			t.Fatalf("waiting for %s: shardvisor exited with %d", what, p.code)
+		default:
+		}
+		if code, body, err := p.get("/status"); err == nil && code == 200 {
+			var s supervisor.Snapshot
+			if json.Unmarshal([]byte(body), &s) == nil {
+				last = s
+				if cond(s) {
+					return s
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s: not within %v; last status %s", what, patience, last.Summary())
+	return last
+}
+
+func ready(s supervisor.Snapshot) bool { return s.Ready }
+
+// checkPacing fails if two IDENTIFYs of one bucket came closer than the
+// interval (less the fake's measurement slack) or a shard ever had two live
+// sessions, across every process that ever ran.
+func checkPacing(t *testing.T, r discordtest.Record) {
+	t.Helper()
+	last := map[int]time.Time{}
+	smallest := time.Hour
+	for _, id := range r.Identifies {
+		if prev, ok := last[id.Bucket]; ok {
+			gap := id.At.Sub(prev)
+			smallest = min(smallest, gap)
+			if gap < interval-tolerance || id.TooSoon {
+				t.Errorf("bucket %d: IDENTIFY of shard %d %v after the previous one (interval %v)", id.Bucket, id.Shard, gap, interval)
+			}
+		}
+		last[id.Bucket] = id.At
+	}
+	if r.MaxLive > 1 {
+		t.Errorf("a shard had %d live sessions at once: the bot would answer twice", r.MaxLive)
+	}
+	t.Logf("%d IDENTIFYs; smallest gap within a bucket %v (interval %v); most live sessions of one shard %d",
+		len(r.Identifies), smallest, interval, r.MaxLive)
+}
+
+// noLeak fails if the token appears in s.
+func noLeak(t *testing.T, where, s string) {
+	t.Helper()
+	if strings.Contains(s, "SeCrEtToKeN") {
+		t.Errorf("the token appears in %s", where)
+	}
+}
+
+func procFile(pid int, name string) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+}
+
+// fastFlags make a supervisor quick to start and restart in tests.
+func fastFlags(fake *discordtest.Server, addr string) []string {
+	return []string{"-api-url", fake.URL(), "-metrics-addr", addr, "-identify-interval", interval.String(),
+		"-restart-delay", "50ms", "-reconnect-delay", "50ms", "-invalid-session-wait", "100ms", "-log-level", "info"}
+}
