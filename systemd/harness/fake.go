@@ -96,10 +96,13 @@ func AllClosed(r discordtest.Record) bool {
 // records it), and if a shard ever had two live sessions at once.
 func CheckPacing(r discordtest.Record) error {
 	var errs []error
+	prev := map[int]discordtest.IdentifyRecord{}
 	for _, id := range r.Identifies {
-		if id.TooSoon {
-			errs = append(errs, fmt.Errorf("bucket %d: IDENTIFY of shard %d came %v after the previous one of its bucket", id.Bucket, id.Shard, id.Gap))
+		if p, ok := prev[id.Bucket]; ok && id.TooSoon {
+			errs = append(errs, fmt.Errorf("bucket %d: IDENTIFY of shard %d (conn %d) at %s came %v after that of shard %d (conn %d, %s) at %s",
+				id.Bucket, id.Shard, id.Conn, id.At.Format("15:04:05.000"), id.Gap, p.Shard, p.Conn, p.Outcome, p.At.Format("15:04:05.000")))
 		}
+		prev[id.Bucket] = id
 	}
 	if r.MaxLive > 1 {
 		errs = append(errs, fmt.Errorf("a shard had %d live sessions at once: the bot would answer twice", r.MaxLive))
