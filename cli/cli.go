@@ -70,6 +70,8 @@ func Run(args []string, bot *cluster.Bot, stdout, stderr io.Writer) int {
 		err = runCluster(args, bot, stderr)
 	case "demo":
 		err = runDemo(args, bot, stdout, stderr)
+	case "identify-queue":
+		err = runIdentifyQueue(args, stderr)
 	case "status":
 		err = runStatus(args, stdout, stderr)
 	case "healthcheck":
@@ -80,7 +82,7 @@ func Run(args []string, bot *cluster.Bot, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, status, healthcheck, version", mode))
+		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, healthcheck, version", mode))
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "shardvisor %s: %v\n", mode, err)
@@ -97,6 +99,7 @@ Usage:
   shardvisor [run] [flags]      the supervisor: plans clusters, starts and restarts them
   shardvisor cluster [flags]    one cluster (started by run; or alone, identity from the environment)
   shardvisor demo               everything against a built-in fake Discord: no token needed
+  shardvisor identify-queue     only an identify queue, shared by supervisors on several machines
   shardvisor status [-addr A]   the supervisor's status as a table
   shardvisor healthcheck        exit 0 only when the supervisor is ready
   shardvisor version

@@ -237,6 +237,12 @@ func checkPacing(t *testing.T, r discordtest.Record) {
 	if r.MaxLive > 1 {
 		t.Errorf("a shard had %d live sessions at once: the bot would answer twice", r.MaxLive)
 	}
+	if t.Failed() {
+		t0 := r.Identifies[0].At
+		for _, id := range r.Identifies {
+			t.Logf("identify shard %d bucket %d conn %d at +%v (unix us %d) outcome %s", id.Shard, id.Bucket, id.Conn, id.At.Sub(t0).Round(100*time.Microsecond), id.At.UnixMicro(), id.Outcome)
+		}
+	}
 	t.Logf("%d IDENTIFYs; smallest gap within a bucket %v (interval %v); most live sessions of one shard %d",
 		len(r.Identifies), smallest, interval, r.MaxLive)
 }
@@ -257,5 +263,5 @@ func procFile(pid int, name string) string {
 // fastFlags make a supervisor quick to start and restart in tests.
 func fastFlags(fake *discordtest.Server, addr string) []string {
 	return []string{"-api-url", fake.URL(), "-metrics-addr", addr, "-identify-interval", interval.String(),
-		"-restart-delay", "50ms", "-reconnect-delay", "50ms", "-invalid-session-wait", "100ms", "-log-level", "info"}
+		"-restart-delay", "50ms", "-reconnect-delay", "50ms", "-invalid-session-wait", "100ms", "-log-level", "debug"}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -37,7 +38,12 @@ type runFlags struct {
 	perClust int
 	clusters int
 	ids      string
+	share    string
 	policy   supervisor.RestartPolicy
+
+	queueURL    string
+	queueListen string
+	queueSlack  time.Duration
 
 	shutdownTimeout time.Duration
 	childWatchdog   time.Duration
@@ -58,6 +64,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.perClust, "shards-per-cluster", 5, "shards per cluster process (or give -clusters)")
 	fs.IntVar(&f.clusters, "clusters", 0, "number of cluster processes, shards spread evenly (instead of -shards-per-cluster)")
 	fs.StringVar(&f.ids, "cluster-ids", "", "run only these clusters of the plan, e.g. 2,3 or 0-3 (several machines or containers each run part of one bot)")
+	fs.StringVar(&f.share, "cluster-share", "", "run the I-th of N equal shares of the plan's clusters, as I/N (a StatefulSet's pod index over its replicas)")
+	fs.StringVar(&f.queueURL, "identify-queue-url", "", "pace IDENTIFYs with the identify queue at this URL (twilight's gateway-queue protocol) instead of a local one: for one bot across machines")
+	fs.StringVar(&f.queueListen, "identify-queue-listen", "", "also serve this supervisor's identify queue over HTTP at this address, for supervisors elsewhere (-identify-queue-url)")
+	fs.DurationVar(&f.queueSlack, "identify-queue-slack", 0, "with -identify-queue-listen: time a remote caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
 	fs.DurationVar(&f.policy.Delay, "restart-delay", time.Second, "first delay before a crashed cluster is started again; doubles per consecutive crash")
 	fs.DurationVar(&f.policy.MaxDelay, "restart-max-delay", 5*time.Minute, "longest restart delay")
 	fs.DurationVar(&f.policy.Stable, "restart-stable", 2*time.Minute, "a cluster up this long has its restart delay reset")
@@ -133,6 +143,20 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 			return configError(err)
 		}
 	}
+	if f.share != "" {
+		if pc.Share, err = supervisor.ParseShare("-cluster-share", f.share); err != nil {
+			return configError(err)
+		}
+	}
+	var remote *identify.Remote
+	if f.queueURL != "" {
+		if f.queueListen != "" {
+			return configError(errors.New("-identify-queue-url and -identify-queue-listen both set: a supervisor serves its own queue, or uses another's"))
+		}
+		if remote, err = identify.NewRemote(f.queueURL, nil, log.With("component", "identify")); err != nil {
+			return configError(fmt.Errorf("-identify-queue-url: %w", err))
+		}
+	}
 	auto := f.shards == "auto"
 	if !auto {
 		if pc.Shards, err = strconv.Atoi(f.shards); err != nil {
@@ -152,6 +176,9 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	defer cancel()
 	api := discordapi.New(token, cluster.HTTPClient(gw.apiURL))
 	maxConc := f.bot.maxConcurrency
+	if remote != nil && maxConc == 0 {
+		maxConc = 1 // the remote queue knows the buckets; the children are not told
+	}
 	var budget *identify.Budget
 	if auto || maxConc == 0 {
 		gb, err := api.GatewayBot(ctx)
@@ -175,12 +202,19 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
-	queue, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: f.bot.identifyInterval}, log.With("component", "identify"), identify.NewMetrics(reg))
-	if err != nil {
-		return configError(err)
-	}
-	if budget != nil {
-		queue.SetBudget(*budget)
+	var (
+		queue    *identify.Queue
+		acquirer identify.Acquirer = remote
+		factor   func() float64
+	)
+	if remote == nil {
+		if queue, err = identify.New(identify.Config{MaxConcurrency: maxConc, Interval: f.bot.identifyInterval}, log.With("component", "identify"), identify.NewMetrics(reg)); err != nil {
+			return configError(err)
+		}
+		if budget != nil {
+			queue.SetBudget(*budget)
+		}
+		acquirer, factor = queue, queue.BackoffFactor
 	}
 
 	var reaper *supervisor.Reaper
@@ -195,8 +229,8 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 		ChildWatchdog:   f.childWatchdog,
 		Token:           token,
 		MaxConcurrency:  maxConc,
-		Queue:           queue,
-		BudgetFactor:    queue.BackoffFactor,
+		Queue:           acquirer,
+		BudgetFactor:    factor,
 	}, log)
 	if err != nil {
 		return configError(err)
@@ -206,14 +240,20 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	metricsHandler := promhttp.HandlerFor(prometheus.Gatherers{reg, children},
 		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 
-	var ln net.Listener
+	var ln, queueLn net.Listener
 	if f.metricsAddr != "" {
 		if ln, err = net.Listen("tcp", f.metricsAddr); err != nil {
 			return fmt.Errorf("listen on -metrics-addr: %w", err)
 		}
 	}
+	if f.queueListen != "" {
+		if queueLn, err = net.Listen("tcp", f.queueListen); err != nil {
+			return fmt.Errorf("listen on -identify-queue-listen: %w", err)
+		}
+	}
 	log.Info("supervisor starting", "shards", plan.ShardCount, "clusters", len(plan.Clusters), "of", plan.Total,
-		"max_concurrency", maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr)
+		"max_concurrency", maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr,
+		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen)
 
 	if plan.Clusters[0].ID == 0 {
 		if err := f.bot.registerBotCommands(ctx, api, bot, log); err != nil {
@@ -227,12 +267,44 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 		}
 		env.started(sup, addr)
 	}
-	return runSupervisor(ctx, sup, queue, api, reaper, ln, metricsHandler, log)
+	servers := []server{}
+	if ln != nil {
+		servers = append(servers, server{ln, sup.Handler(metricsHandler)})
+	}
+	if queueLn != nil {
+		servers = append(servers, server{queueLn, identify.Handler(queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
+	}
+	err = runSupervisor(ctx, sup, queue, api, reaper, servers, log)
+	if remote != nil {
+		remote.Wait() // identify reports still on their way to the queue
+	}
+	return err
+}
+
+// server is an HTTP handler to serve on a listener.
+type server struct {
+	ln net.Listener
+	h  http.Handler
+}
+
+// add serves s in g until g stops.
+func (s server) add(g *run.Group, log *slog.Logger) {
+	srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	g.Add(func() error {
+		if err := srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
+		}
+		return nil
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
 }
 
 // runSupervisor composes the supervisor's components in a run.Group.
 func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *identify.Queue, api *discordapi.Client,
-	reaper *supervisor.Reaper, ln net.Listener, metricsHandler http.Handler, log *slog.Logger) error {
+	reaper *supervisor.Reaper, servers []server, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var g run.Group
@@ -267,23 +339,14 @@ func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *ident
 	}
 	notifier := supervisor.NewNotifier(sup, log.With("component", "systemd"))
 	g.Add(func() error { return notifier.Run(ctx) }, func(error) { cancel() })
-	g.Add(func() error { return queue.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
+	if queue != nil {
+		g.Add(func() error { return queue.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
+	}
 	if reaper != nil {
 		g.Add(func() error { return reaper.Run(ctx, 5*time.Second) }, func(error) { cancel() })
 	}
-	if ln != nil {
-		srv := &http.Server{Handler: sup.Handler(metricsHandler), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		g.Add(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-			}
-			return nil
-		}, func(error) {
-			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-			defer c()
-			srv.Shutdown(sctx)
-		})
+	for _, srv := range servers {
+		srv.add(&g, log)
 	}
 	err := g.Run()
 	var fe *supervisor.FatalError

@@ -277,6 +277,7 @@ func (sh *shard) identifySent(bool) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.lastIdentify = time.Now()
+	sh.log.Debug("IDENTIFY sent", "at_unix_us", sh.lastIdentify.UnixMicro())
 	sh.counts.sessionStarts++
 	if sh.counts.sessionStarts > 1 { // every IDENTIFY after the first starts a new session
 		sh.counts.reidentifies++

@@ -32,6 +32,23 @@ type PlanConfig struct {
 	ShardsPerCluster int
 	Clusters         int
 	ClusterIDs       []int // nil: every cluster
+	// Share, if its Count is set, chooses one of Count contiguous shares of
+	// the clusters: a StatefulSet's pods each run the share of their index.
+	Share Share
+}
+
+// Share is the Index-th of Count shares (-cluster-share I/N).
+type Share struct{ Index, Count int }
+
+// ParseShare parses "I/N" for the flag name.
+func ParseShare(name, s string) (Share, error) {
+	i, n, ok := strings.Cut(s, "/")
+	idx, err1 := strconv.Atoi(strings.TrimSpace(i))
+	cnt, err2 := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err1 != nil || err2 != nil || cnt < 1 || idx < 0 || idx >= cnt {
+		return Share{}, fmt.Errorf("%s %q: want I/N with 0 <= I < N, e.g. 2/4 for the third of four shares", name, s)
+	}
+	return Share{Index: idx, Count: cnt}, nil
 }
 
 // NewPlan splits Shards into contiguous ranges: ShardsPerCluster each (the
@@ -76,6 +93,18 @@ func NewPlan(c PlanConfig) (Plan, error) {
 			all[i].Shards = append(all[i].Shards, next)
 			next++
 		}
+	}
+	if c.Share.Count > 0 {
+		if c.ClusterIDs != nil {
+			return Plan{}, fmt.Errorf("-cluster-ids and -cluster-share both set: give one of them")
+		}
+		if c.Share.Count > len(all) {
+			return Plan{}, fmt.Errorf("-cluster-share %d/%d: %d shares of %d clusters would leave some empty", c.Share.Index, c.Share.Count, c.Share.Count, len(all))
+		}
+		lo := c.Share.Index * len(all) / c.Share.Count
+		hi := (c.Share.Index + 1) * len(all) / c.Share.Count
+		p.Clusters = all[lo:hi]
+		return p, nil
 	}
 	if c.ClusterIDs == nil {
 		p.Clusters = all

@@ -31,6 +31,14 @@ func TestNewPlan(t *testing.T) {
 			want: [][]int{{0}, {1}, {2}}, ids: []int{0, 1, 2}, total: 3},
 		{name: "cluster ids", cfg: PlanConfig{Shards: 20, ShardsPerCluster: 5, ClusterIDs: []int{3, 1}},
 			want: [][]int{{5, 6, 7, 8, 9}, {15, 16, 17, 18, 19}}, ids: []int{1, 3}, total: 4},
+		{name: "share first of three", cfg: PlanConfig{Shards: 16, ShardsPerCluster: 2, Share: Share{0, 3}},
+			want: [][]int{{0, 1}, {2, 3}}, ids: []int{0, 1}, total: 8},
+		{name: "share last of three", cfg: PlanConfig{Shards: 16, ShardsPerCluster: 2, Share: Share{2, 3}},
+			want: [][]int{{10, 11}, {12, 13}, {14, 15}}, ids: []int{5, 6, 7}, total: 8},
+		{name: "share of one", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 1}},
+			want: [][]int{{0, 1}, {2, 3}}, ids: []int{0, 1}, total: 2},
+		{name: "more shares than clusters", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 3}}, wantErr: "-cluster-share 0/3"},
+		{name: "share and ids", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 2}, ClusterIDs: []int{1}}, wantErr: "both set"},
 		{name: "zero shards", cfg: PlanConfig{Shards: 0, ShardsPerCluster: 5}, wantErr: "-shards"},
 		{name: "negative shards", cfg: PlanConfig{Shards: -4, ShardsPerCluster: 5}, wantErr: "-shards"},
 		{name: "more clusters than shards", cfg: PlanConfig{Shards: 4, Clusters: 5}, wantErr: "-clusters: 5 clusters for 4 shards"},
@@ -94,5 +102,38 @@ func TestParseIDs(t *testing.T) {
 	}
 	if s := FormatIDs([]int{15, 16, 17}); s != "15,16,17" {
 		t.Errorf("FormatIDs = %q", s)
+	}
+}
+
+func TestSharesCoverThePlanOnce(t *testing.T) {
+	for clusters := 1; clusters <= 12; clusters++ {
+		for n := 1; n <= clusters; n++ {
+			seen := map[int]int{}
+			for i := range n {
+				p, err := NewPlan(PlanConfig{Shards: clusters, ShardsPerCluster: 1, Share: Share{i, n}})
+				if err != nil || len(p.Clusters) == 0 {
+					t.Fatalf("%d clusters, share %d/%d: %v %v", clusters, i, n, p.Clusters, err)
+				}
+				for _, c := range p.Clusters {
+					seen[c.ID]++
+				}
+			}
+			for id := range clusters {
+				if seen[id] != 1 {
+					t.Fatalf("%d clusters in %d shares: cluster %d run %d times", clusters, n, id, seen[id])
+				}
+			}
+		}
+	}
+}
+
+func TestParseShare(t *testing.T) {
+	if s, err := ParseShare("-cluster-share", "2/4"); err != nil || s != (Share{2, 4}) {
+		t.Fatalf("2/4: %v %v", s, err)
+	}
+	for _, bad := range []string{"", "2", "4/4", "-1/2", "a/b", "1/0"} {
+		if _, err := ParseShare("-cluster-share", bad); err == nil || !strings.Contains(err.Error(), "-cluster-share") {
+			t.Errorf("ParseShare(%q) = %v", bad, err)
+		}
 	}
 }

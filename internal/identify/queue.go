@@ -226,13 +226,19 @@ func (l *lease) NotBefore() time.Time { return l.notBefore }
 
 func (l *lease) Sent() { l.finish(true, "") }
 
+// sentAt is Sent for a send that happens at t rather than now (a grant
+// answered over HTTP, whose holder still has to reach Discord).
+func (l *lease) sentAt(t time.Time) { l.finishAt(true, "", t) }
+
 func (l *lease) Cancel() { l.finish(false, "") }
 
 func (l *lease) expire() {
 	l.finish(true, "identify lease not reported within the lease timeout; counting it as sent")
 }
 
-func (l *lease) finish(sent bool, warn string) {
+func (l *lease) finish(sent bool, warn string) { l.finishAt(sent, warn, time.Now()) }
+
+func (l *lease) finishAt(sent bool, warn string, at time.Time) {
 	q := l.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -247,7 +253,7 @@ func (l *lease) finish(sent bool, warn string) {
 	if sent {
 		// Counted from now, which is after the frame left: the next IDENTIFY
 		// of this bucket cannot reach Discord less than Interval after it.
-		l.b.free = time.Now().Add(q.cfg.Interval + q.cfg.Margin)
+		l.b.free = at.Add(q.cfg.Interval + q.cfg.Margin)
 		q.metrics.sent()
 	} else {
 		q.budget.refund()

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardvisor/shardvisor/cluster"
+	"github.com/shardvisor/shardvisor/internal/apiurl"
+	"github.com/shardvisor/shardvisor/internal/buildinfo"
+	"github.com/shardvisor/shardvisor/internal/discordapi"
+	"github.com/shardvisor/shardvisor/internal/identify"
+)
+
+// DefaultQueueAddr is where `shardvisor identify-queue` listens by default.
+const DefaultQueueAddr = "127.0.0.1:9852"
+
+// runIdentifyQueue serves only an identify queue, for supervisors on several
+// machines (-identify-queue-url): GET /?shard=N (twilight's gateway-queue
+// protocol), plus /metrics and /healthz.
+func runIdentifyQueue(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("identify-queue", flag.ContinueOnError)
+	var (
+		lf       logFlags
+		listen   string
+		apiURL   string
+		interval time.Duration
+		maxConc  int
+		slack    time.Duration
+		tokFile  string
+	)
+	lf.register(fs)
+	fs.StringVar(&listen, "listen", DefaultQueueAddr, "address to serve the queue, /metrics and /healthz on")
+	fs.StringVar(&apiURL, "api-url", "https://discord.com", "base URL of Discord's REST API (for max_concurrency and the session budget)")
+	fs.DurationVar(&interval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
+	fs.IntVar(&maxConc, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot (needs the token)")
+	fs.DurationVar(&slack, "slack", 0, "time a caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
+	fs.StringVar(&tokFile, "token-file", "", "file holding the bot token (else DISCORD_TOKEN or systemd's credential); optional when -max-concurrency is given")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	base, err := apiurl.Parse(apiURL)
+	if err != nil {
+		return configError(fmt.Errorf("-api-url: %w", err))
+	}
+	if interval <= 0 || maxConc < 0 || slack < 0 {
+		return configError(fmt.Errorf("-identify-interval must be positive, -max-concurrency and -slack not negative"))
+	}
+	if slack == 0 {
+		slack = identify.DefaultSlack
+	}
+	bf := botFlags{tokenFile: tokFile}
+	token, tokErr := bf.token(os.LookupEnv)
+	if tokErr != nil && maxConc == 0 {
+		return tokErr
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var api *discordapi.Client
+	var budget *identify.Budget
+	if tokErr == nil {
+		api = discordapi.New(token, cluster.HTTPClient(base))
+		gb, err := api.GatewayBot(ctx)
+		if err != nil {
+			return restError(err)
+		}
+		if maxConc == 0 {
+			maxConc = gb.MaxConcurrency
+		}
+		budget = &gb.Budget
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
+	q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: interval}, log, identify.NewMetrics(reg))
+	if err != nil {
+		return configError(err)
+	}
+	if budget != nil {
+		q.SetBudget(*budget)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on -listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", identify.Handler(q, slack, log))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", maxConc, "identify_interval", interval, "slack", slack)
+
+	var g run.Group
+	server{ln, mux}.add(&g, log)
+	if api != nil {
+		g.Add(func() error { return q.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	quit := make(chan struct{})
+	g.Add(func() error {
+		select {
+		case <-sigs:
+		case <-quit:
+		}
+		return nil
+	}, func(error) { signal.Stop(sigs); close(quit) })
+	return g.Run()
+}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shardvisor/shardvisor/discordtest"
+)
+
+// TestTwoSupervisorsShareOneQueue runs one bot on two "machines": each
+// supervisor runs half the clusters (-cluster-share), the first serves its
+// identify queue and the second uses it. Across both, no bucket breaks the
+// pacing, at startup and under an INVALID_SESSION storm.
+func TestTwoSupervisorsShareOneQueue(t *testing.T) {
+	fake := newFake(t, discordtest.Options{Guilds: 64, Shards: 8, MaxConcurrency: 2})
+	queueAddr := freeAddr(t)
+	env := []string{"DISCORD_TOKEN=" + secretToken}
+	plan := []string{"run", "-shards", "8", "-clusters", "4"}
+	// The second starts first: it must wait for the queue, not fail.
+	b := shardvisor(t, env, append(append(plan, "-cluster-share", "1/2", "-identify-queue-url", "http://"+queueAddr), fastFlags(fake, freeAddr(t))...)...)
+	// The second reports each IDENTIFY back, so the queue is exact for it
+	// however long its dial after a grant takes (under the race detector,
+	// with six processes starting on two cores, up to 250 ms was seen).
+	a := shardvisor(t, env, append(append(plan, "-cluster-share", "0/2", "-identify-queue-listen", queueAddr), fastFlags(fake, freeAddr(t))...)...)
+	for _, p := range []*proc{a, b} {
+		s := p.until(t, "ready", ready)
+		if len(s.Clusters) != 2 {
+			t.Fatalf("a share of 2 runs %d clusters", len(s.Clusters))
+		}
+	}
+	if ids := [2]int{a.until(t, "", ready).Clusters[0].ID, b.until(t, "", ready).Clusters[0].ID}; ids != [2]int{0, 2} {
+		t.Errorf("shares start at clusters %v, want 0 and 2", ids)
+	}
+	if n := fake.Record().RESTCalls("PUT applications/{app}/commands", 200); n != 1 {
+		t.Errorf("commands registered %d times; only the supervisor running cluster 0 does it", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	base := fake.Record().Identified(-1, discordtest.OutcomeReady)
+	for shard := range 8 {
+		fake.InvalidSession(shard, false)
+	}
+	if _, err := fake.WaitFor(ctx, func(r discordtest.Record) bool { return r.Identified(-1, discordtest.OutcomeReady) >= base+8 }); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*proc{a, b} {
+		p.until(t, "ready after the storm", ready)
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t); code != 0 {
+			t.Errorf("exit %d", code)
+		}
+	}
+	checkPacing(t, fake.Record())
+}
+
+func TestIdentifyQueueMode(t *testing.T) {
+	addr := freeAddr(t)
+	p := shardvisor(t, []string{"DISCORD_TOKEN="}, "identify-queue", "-listen", addr, "-max-concurrency", "2", "-identify-interval", "50ms")
+	get := func(path string) (int, string) {
+		t.Helper()
+		deadline := time.Now().Add(patience)
+		for {
+			code, body, err := p.get(path)
+			if err == nil {
+				return code, body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			time.Sleep(20 * time.Millisecond) // until it listens
+		}
+	}
+	p.addr = addr
+	if code, _ := get("/?shard=3"); code != http.StatusOK {
+		t.Errorf("GET /?shard=3 = %d", code)
+	}
+	if code, body := get("/?shard=x"); code != http.StatusBadRequest || !strings.Contains(body, "shard") {
+		t.Errorf("GET /?shard=x = %d %q", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "shardvisor_identify_grants_total 1") {
+		t.Errorf("/metrics = %d, grants not counted", code)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if out, code := command(t, []string{"DISCORD_TOKEN="}, "identify-queue", "-listen", freeAddr(t)); code != 78 || !strings.Contains(out, "DISCORD_TOKEN") {
+		t.Errorf("without a token or -max-concurrency: exit %d %s", code, out)
+	}
+}
