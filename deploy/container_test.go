@@ -3,6 +3,7 @@ package deploy
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,6 +69,11 @@ func runContainer(t *testing.T, img image, bin string) {
 		{Path: "/etc/group", Data: []byte("root:x:0:\nnonroot:x:65532:\n"), Mode: 0o644},
 		{Path: tokenPath, Data: []byte(ctrToken + "\n"), Mode: 0o400, UID: uid, GID: gid},
 	})
+	// Nothing in the root file system is writable by the image's user (not
+	// even /tmp): it runs as under Kubernetes' readOnlyRootFilesystem.
+	if err := os.Chmod(filepath.Join(rootfs, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	net := harness.NewNetns(t)
 	client := net.Client()
