@@ -460,4 +460,8 @@ func TestPrometheus(t *testing.T) {
 	if !ok || strings.TrimSpace(out) != "" {
 		t.Errorf("promtool check metrics on the supervisor's /metrics:\n%s", out)
 	}
+	series, _ := countSeries(body)
+	out, _ = promtool(t, ".", body, "check", "metrics", "--extended")
+	top := strings.SplitAfterN(out, "\n", 9)
+	t.Logf("%d series in a scrape of %d clusters of %d shards; the largest families:\n%s", series, clusters, shards/clusters, strings.Join(top[:len(top)-1], ""))
 }

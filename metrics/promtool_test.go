@@ -31,9 +31,9 @@ func promtool(t testing.TB, dir string, stdin []byte, args ...string) (string, b
 }
 
 // TestRules checks the alerting rules with promtool: they load without a
-// complaint, and their unit tests (prometheus/rules_test.yml) pass.
+// complaint from every lint it has, and their unit tests (prometheus/rules_test.yml) pass.
 func TestRules(t *testing.T) {
-	out, ok := promtool(t, "prometheus", nil, "check", "rules", "rules.yml")
+	out, ok := promtool(t, "prometheus", nil, "check", "rules", "--lint=all", "--lint-fatal", "rules.yml")
 	if !ok || strings.Contains(strings.ToLower(out), "warn") || !strings.Contains(out, "SUCCESS") {
 		t.Errorf("promtool check rules rules.yml:\n%s", out)
 	}
@@ -47,7 +47,7 @@ func TestRules(t *testing.T) {
 // TestExampleConfig checks the example scrape configuration, and through
 // it the rule file it loads, with promtool check config.
 func TestExampleConfig(t *testing.T) {
-	out, ok := promtool(t, "prometheus", nil, "check", "config", "prometheus.yml")
+	out, ok := promtool(t, "prometheus", nil, "check", "config", "--lint=all", "--lint-fatal", "prometheus.yml")
 	if !ok || strings.Contains(strings.ToLower(out), "warn") || !strings.Contains(out, "1 rule files found") {
 		t.Errorf("promtool check config prometheus.yml:\n%s", out)
 	}
