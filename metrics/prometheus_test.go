@@ -204,27 +204,29 @@ func (p *prometheus) rules(ctx context.Context) ([]rule, error) {
 	return out, nil
 }
 
-// alertProbes say, for each alert whose expression is not simply
+// alertProbes returns, for each alert whose expression is not simply
 // "EXPR OP NUMBER", which expressions prove that it reads series that
 // exist: an alert's expression returns nothing while all is well, which
 // cannot tell a healthy bot from a misspelt metric or a vector match that
 // never matches. For the others the probe is EXPR, the expression without
 // its threshold; TestPrometheus refuses to guess for a compound one.
-var alertProbes = map[string][]string{
-	// Both sides of the "and" exist, and their labels match (the "and"
-	// of the two without thresholds returns data).
-	"ShardvisorIdentifyQueueStalled": {
-		`sum without (bucket) (shardvisor_identify_queue_length)`,
-		`increase(shardvisor_identify_grants_total[10m])`,
-		`sum without (bucket) (shardvisor_identify_queue_length) and increase(shardvisor_identify_grants_total[10m])`,
-	},
-	// Both sides exist, and their labels match: the difference of the two
-	// sides returns data only when the one-to-one match finds pairs.
-	"ShardvisorSessionStartsExhausting": {
-		`shardvisor_session_starts_remaining`,
-		`sum without (cluster_id) (shardvisor_cluster_shards)`,
-		`shardvisor_session_starts_remaining - sum without (cluster_id) (shardvisor_cluster_shards)`,
-	},
+func alertProbes() map[string][]string {
+	return map[string][]string{
+		// Both sides of the "and" exist, and their labels match (the "and"
+		// of the two without thresholds returns data).
+		"ShardvisorIdentifyQueueStalled": {
+			`sum without (bucket) (shardvisor_identify_queue_length)`,
+			`increase(shardvisor_identify_grants_total[10m])`,
+			`sum without (bucket) (shardvisor_identify_queue_length) and increase(shardvisor_identify_grants_total[10m])`,
+		},
+		// Both sides exist, and their labels match: the difference of the two
+		// sides returns data only when the one-to-one match finds pairs.
+		"ShardvisorSessionStartsExhausting": {
+			`shardvisor_session_starts_remaining`,
+			`sum without (cluster_id) (shardvisor_cluster_shards)`,
+			`shardvisor_session_starts_remaining - sum without (cluster_id) (shardvisor_cluster_shards)`,
+		},
+	}
 }
 
 var (
@@ -234,7 +236,7 @@ var (
 
 // probes returns the expressions that prove alert r is wired to series.
 func probes(r rule) ([]string, error) {
-	if ps, ok := alertProbes[r.Name]; ok {
+	if ps, ok := alertProbes()[r.Name]; ok {
 		return ps, nil
 	}
 	m := thresholdRE.FindStringSubmatch(r.Query)
@@ -392,7 +394,7 @@ func TestPrometheus(t *testing.T) {
 	if len(alertExprs) < 12 {
 		t.Errorf("Prometheus loaded %d alerting rules, want every one of rules.yml's 12", len(alertExprs))
 	}
-	for name := range alertProbes {
+	for name := range alertProbes() {
 		if !slices.ContainsFunc(rules, func(r rule) bool { return r.Name == name }) {
 			t.Errorf("alertProbes names %s, which rules.yml does not have", name)
 		}
