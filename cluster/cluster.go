@@ -175,9 +175,12 @@ func (c *Cluster) Status() *wire.Status {
 	return st
 }
 
-// minReportGap keeps state changes from flooding the channel: a burst of
-// changes is reported at most this often.
-const minReportGap = 20 * time.Millisecond
+// reportGap keeps state changes from flooding the channel: a burst of
+// changes is reported at most this often. A report is ~150 bytes a shard,
+// so the gap grows with the cluster (5.4 ms for 8 shards, 55 ms for 1000).
+func reportGap(shards int) time.Duration {
+	return 5*time.Millisecond + time.Duration(shards)*50*time.Microsecond
+}
 
 // Run connects every shard and keeps them connected until ctx is done; then
 // it closes every session in parallel and returns nil. It returns early with
@@ -197,6 +200,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(c.cfg.StatusInterval)
 	defer tick.Stop()
+	minReportGap := reportGap(len(c.shards))
 	var (
 		result   error
 		running  = len(c.shards)

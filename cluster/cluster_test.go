@@ -401,7 +401,11 @@ func (h *fakeHooks) acquire(ctx context.Context) (identify.Lease, error) {
 		return nil, ctx.Err()
 	}
 }
-func (h *fakeHooks) identifySent(re bool)              { h.mu.Lock(); h.sent = append(h.sent, re); h.mu.Unlock() }
+func (h *fakeHooks) identifySent(re bool, _ time.Time) {
+	h.mu.Lock()
+	h.sent = append(h.sent, re)
+	h.mu.Unlock()
+}
 func (h *fakeHooks) resumeSent()                       { h.mu.Lock(); h.resumes++; h.mu.Unlock() }
 func (h *fakeHooks) heartbeatSent(time.Time)           {}
 func (h *fakeHooks) invalidSessionWait() time.Duration { return 0 }
@@ -414,6 +418,7 @@ type testLease struct {
 
 func (l *testLease) NotBefore() time.Time { return l.nb }
 func (l *testLease) Sent()                { l.mu.Lock(); l.result = "sent"; l.mu.Unlock() }
+func (l *testLease) SentAt(time.Time)     { l.Sent() }
 func (l *testLease) Cancel()              { l.mu.Lock(); l.result = "cancel"; l.mu.Unlock() }
 
 type sink struct {

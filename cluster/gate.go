@@ -47,7 +47,7 @@ type gateHooks interface {
 	// identifySent, resumeSent and heartbeatSent are called once the
 	// frame is written. (discordgo writes LastHeartbeatSent under a lock of
 	// its own that nobody outside can take: the gate's time is race-free.)
-	identifySent(reidentify bool)
+	identifySent(reidentify bool, at time.Time)
 	resumeSent()
 	heartbeatSent(at time.Time)
 	// invalidSessionWait is the pause Discord asks for before identifying
@@ -124,9 +124,10 @@ func (g *gatedConn) Write(p []byte) (int, error) {
 		l.Cancel() // it did not reach Discord
 		return n, err
 	}
-	l.Sent()
+	at := time.Now() // taken at once: reporting the send may itself take a while
+	l.SentAt(at)
 	g.identified = true
-	g.hooks.identifySent(reidentify)
+	g.hooks.identifySent(reidentify, at)
 	return n, nil
 }
 

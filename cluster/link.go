@@ -42,7 +42,7 @@ type Link struct {
 }
 
 type grantWaiter struct {
-	grant chan time.Duration
+	grant chan time.Time // when the IDENTIFY may go
 	gone  bool
 }
 
@@ -122,14 +122,18 @@ func (l *Link) granted(g *wire.IdentifyGrant) {
 	case w.gone: // its Acquire gave up meanwhile: give the turn back
 		l.send(&wire.IdentifyDone{Shard: g.Shard, Seq: g.Seq, Sent: false})
 	default:
-		w.grant <- g.Delay
+		nb := time.Now().Add(g.Delay)
+		if g.NotBefore != 0 {
+			nb = wire.MonoTime(g.NotBefore) // without the channel's latency
+		}
+		w.grant <- nb
 	}
 }
 
 // Acquire implements identify.Acquirer through the supervisor's queue.
 func (l *Link) Acquire(ctx context.Context, shard int) (identify.Lease, error) {
 	seq := l.seq.Add(1)
-	w := &grantWaiter{grant: make(chan time.Duration, 1)}
+	w := &grantWaiter{grant: make(chan time.Time, 1)}
 	l.mu.Lock()
 	l.waiters[seq] = w
 	l.mu.Unlock()
@@ -140,8 +144,8 @@ func (l *Link) Acquire(ctx context.Context, shard int) (identify.Lease, error) {
 		return nil, fmt.Errorf("ask supervisor for identify: %w", err)
 	}
 	select {
-	case d := <-w.grant:
-		return &linkLease{l: l, shard: shard, seq: seq, notBefore: time.Now().Add(d)}, nil
+	case nb := <-w.grant:
+		return &linkLease{l: l, shard: shard, seq: seq, notBefore: nb}, nil
 	case <-ctx.Done():
 	case <-l.done:
 	}
@@ -168,12 +172,18 @@ type linkLease struct {
 }
 
 func (g *linkLease) NotBefore() time.Time { return g.notBefore }
-func (g *linkLease) Sent()                { g.finish(true) }
-func (g *linkLease) Cancel()              { g.finish(false) }
+func (g *linkLease) Sent()                { g.SentAt(time.Now()) }
+func (g *linkLease) Cancel()              { g.finish(false, 0) }
 
-func (g *linkLease) finish(sent bool) {
+// SentAt reports the send at t, as a reading of the clock both processes
+// share.
+func (g *linkLease) SentAt(t time.Time) { g.finish(true, wire.Mono()-int64(time.Since(t))) }
+
+// finish reports the grant's end, with the moment the IDENTIFY left on the
+// clock both processes share.
+func (g *linkLease) finish(sent bool, at int64) {
 	if g.done.CompareAndSwap(false, true) {
-		g.l.send(&wire.IdentifyDone{Shard: g.shard, Seq: g.seq, Sent: sent})
+		g.l.send(&wire.IdentifyDone{Shard: g.shard, Seq: g.seq, Sent: sent, SentAt: at})
 	}
 }
 

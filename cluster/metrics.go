@@ -70,6 +70,9 @@ func newClusterMetrics(reg prometheus.Registerer, commands []string, shards func
 		for _, o := range []string{OutcomeOK, OutcomeError, OutcomePanic} {
 			m.interactions.WithLabelValues(c, o) // exported at 0 from the start
 		}
+		// The histogram too: else a process's first observations of a
+		// command arrive in its first sample, which rate() cannot see.
+		m.duration.WithLabelValues(c)
 	}
 	reg.MustRegister(m.events, m.interactions, m.duration, &shardCollector{shards: shards})
 	return m

@@ -273,11 +273,11 @@ func (sh *shard) acquire(ctx context.Context) (identify.Lease, error) {
 	return l, err
 }
 
-func (sh *shard) identifySent(bool) {
+func (sh *shard) identifySent(_ bool, at time.Time) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.lastIdentify = time.Now()
-	sh.log.Debug("IDENTIFY sent", "at_unix_us", sh.lastIdentify.UnixMicro())
+	sh.lastIdentify = at
+	sh.log.Debug("IDENTIFY sent", "at_unix_us", at.UnixMicro())
 	sh.counts.sessionStarts++
 	if sh.counts.sessionStarts > 1 { // every IDENTIFY after the first starts a new session
 		sh.counts.reidentifies++

@@ -75,11 +75,14 @@ func (c *Children) Gather() ([]*dto.MetricFamily, error) {
 		go func() {
 			defer wg.Done()
 			id := strconv.Itoa(ch.ID)
+			// At 0 from the first scrape on, so that rate() and increase()
+			// see a cluster's first error and alerts have a series to read.
+			errs := c.errors.WithLabelValues(id)
 			start := time.Now()
 			mfs, err := fetch(ctx, ch)
 			c.took.WithLabelValues(id).Set(time.Since(start).Seconds())
 			if err != nil {
-				c.errors.WithLabelValues(id).Inc()
+				errs.Inc()
 				c.log.Warn("cluster metrics left out of this scrape", "cluster_id", ch.ID, "err", err)
 				return
 			}

@@ -36,10 +36,11 @@ type channel struct {
 	store   *Store
 	log     *slog.Logger
 
-	ctx    context.Context // done when the child is gone
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // reader, writer and identify waits
-	out    chan wire.Message
+	ctx      context.Context // done when the child is gone
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // reader, writer and identify waits
+	readDone chan struct{}  // closed when the reader returns
+	out      chan wire.Message
 	// broken receives the first protocol violation; the runner then kills
 	// the child.
 	broken chan error
@@ -65,9 +66,10 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 		cluster: c, shards: map[int]bool{}, conn: wire.NewConn(nc, channelWriteLimit),
 		queue: q, store: store, log: logger,
 		ctx: ctx, cancel: cancel,
-		out:    make(chan wire.Message, outQueue),
-		broken: make(chan error, 1),
-		leases: map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
+		out:      make(chan wire.Message, outQueue),
+		broken:   make(chan error, 1),
+		readDone: make(chan struct{}),
+		leases:   map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
 		rate:  floodRate + 4*float64(len(c.Shards)),
 		burst: floodBurst + 8*float64(len(c.Shards)),
 	}
@@ -135,6 +137,7 @@ func (ch *channel) writeLoop() {
 }
 
 func (ch *channel) readLoop() {
+	defer close(ch.readDone)
 	defer ch.cancel()
 	for {
 		m, err := ch.conn.Read()
@@ -212,7 +215,8 @@ func (ch *channel) handle(m wire.Message) error {
 		}
 		delete(ch.leases, m.Seq)
 		if m.Sent {
-			l.Sent()
+			ch.log.Debug("identify sent", "shard_id", m.Shard, "seq", m.Seq, "ago", time.Since(wire.MonoTime(m.SentAt)))
+			l.SentAt(wire.MonoTime(m.SentAt)) // when it left, not when the report arrived
 		} else {
 			l.Cancel()
 		}
@@ -246,7 +250,9 @@ func (ch *channel) acquire(shard int, seq uint64) {
 	}
 	ch.leases[seq] = l
 	ch.mu.Unlock()
-	ch.send(&wire.IdentifyGrant{Shard: shard, Seq: seq, Delay: max(time.Until(l.NotBefore()), 0)})
+	d := max(time.Until(l.NotBefore()), 0)
+	ch.log.Debug("identify granted", "shard_id", shard, "seq", seq, "not_before_in", d)
+	ch.send(&wire.IdentifyGrant{Shard: shard, Seq: seq, Delay: d, NotBefore: wire.Mono() + int64(d)})
 }
 
 // Metrics asks the child for its metrics and waits for them or ctx.
@@ -273,10 +279,18 @@ func (ch *channel) Metrics(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// drainTimeout bounds how long close reads what an exited child left in
+// the socket.
+const drainTimeout = time.Second
+
 // close ends the channel once the child has exited, and returns when its
-// goroutines have. Leases it held count as sent: it may have sent the
-// IDENTIFY just before it died.
+// goroutines have. What the child wrote last (a fatal report, say) may
+// still be in the socket: it is read first, up to EOF or drainTimeout.
+// Leases it held count as sent: it may have sent the IDENTIFY just before
+// it died.
 func (ch *channel) close() {
+	ch.conn.SetReadDeadline(time.Now().Add(drainTimeout))
+	<-ch.readDone
 	ch.cancel()
 	ch.conn.Close()
 	ch.wg.Wait()

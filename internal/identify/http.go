@@ -106,7 +106,7 @@ func Handler(q *Queue, slack time.Duration, logger *slog.Logger) http.Handler {
 			f.Flush()
 		}
 		if !report {
-			l.(*lease).sentAt(time.Now().Add(slack))
+			l.(*lease).sentLater(time.Now().Add(slack))
 		}
 		logger.Debug("identify granted over HTTP", "shard_id", shard, "remote", r.RemoteAddr, "report", report)
 	})
@@ -217,6 +217,7 @@ type remoteLease struct {
 
 func (l *remoteLease) NotBefore() time.Time { return l.at }
 func (l *remoteLease) Sent()                { l.report(true) }
+func (l *remoteLease) SentAt(time.Time)     { l.report(true) }
 func (l *remoteLease) Cancel()              { l.report(false) }
 
 // report tells the queue in the background: Sent is called with locks held.
@@ -257,4 +258,5 @@ type granted struct{ at time.Time }
 
 func (g granted) NotBefore() time.Time { return g.at }
 func (granted) Sent()                  {}
+func (granted) SentAt(time.Time)       {}
 func (granted) Cancel()                {}

@@ -73,6 +73,10 @@ type Lease interface {
 	NotBefore() time.Time
 	// Sent reports that the IDENTIFY went out (now).
 	Sent()
+	// SentAt reports that the IDENTIFY went out at t, which is not after
+	// now (a holder in another process says when it sent, without the
+	// channel's latency).
+	SentAt(t time.Time)
 	// Cancel gives the permission back unused. After Sent it does nothing.
 	Cancel()
 }
@@ -226,9 +230,17 @@ func (l *lease) NotBefore() time.Time { return l.notBefore }
 
 func (l *lease) Sent() { l.finish(true, "") }
 
-// sentAt is Sent for a send that happens at t rather than now (a grant
+// SentAt implements Lease; a t after now counts as now.
+func (l *lease) SentAt(t time.Time) {
+	if now := time.Now(); t.After(now) {
+		t = now
+	}
+	l.finishAt(true, "", t)
+}
+
+// sentLater is Sent for a send that happens at t, after now (a grant
 // answered over HTTP, whose holder still has to reach Discord).
-func (l *lease) sentAt(t time.Time) { l.finishAt(true, "", t) }
+func (l *lease) sentLater(t time.Time) { l.finishAt(true, "", t) }
 
 func (l *lease) Cancel() { l.finish(false, "") }
 

@@ -56,5 +56,8 @@ func (c *Conn) Write(m Message) error {
 	return nil
 }
 
+// SetReadDeadline bounds the Reads to come.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
 // Close closes the underlying connection; a blocked Read returns.
 func (c *Conn) Close() error { return c.nc.Close() }

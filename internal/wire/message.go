@@ -90,19 +90,22 @@ type IdentifyRequest struct {
 }
 
 // IdentifyGrant allows Shard to send IDENTIFY once Delay has passed after the
-// grant was received.
+// grant was received, or, when NotBefore (a Mono reading) is set, from then.
 type IdentifyGrant struct {
-	Shard int           `json:"shard"`
-	Seq   uint64        `json:"seq"`
-	Delay time.Duration `json:"delay_ns"`
+	Shard     int           `json:"shard"`
+	Seq       uint64        `json:"seq"`
+	Delay     time.Duration `json:"delay_ns"`
+	NotBefore int64         `json:"not_before_mono,omitempty"`
 }
 
-// IdentifyDone closes a grant: the IDENTIFY was sent (Sent), or the shard
-// gave the grant up without sending it.
+// IdentifyDone closes a grant: the IDENTIFY was sent (Sent), at SentAt (a
+// Mono reading taken as the frame left), or the shard gave the grant up
+// without sending it.
 type IdentifyDone struct {
-	Shard int    `json:"shard"`
-	Seq   uint64 `json:"seq"`
-	Sent  bool   `json:"sent"`
+	Shard  int    `json:"shard"`
+	Seq    uint64 `json:"seq"`
+	Sent   bool   `json:"sent"`
+	SentAt int64  `json:"sent_mono,omitempty"`
 }
 
 // MetricsRequest asks for the child's metrics; ID is echoed in the answer.

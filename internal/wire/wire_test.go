@@ -207,3 +207,23 @@ func TestFileConnRejectsNonSocket(t *testing.T) {
 }
 
 func fmtAll(v any) string { return fmt.Sprintf("%v %+v %#v %s", v, v, v, v) }
+
+func TestMonoTime(t *testing.T) {
+	before := time.Now()
+	m := Mono()
+	if m == 0 {
+		t.Fatal("CLOCK_MONOTONIC unreadable")
+	}
+	got := MonoTime(m)
+	if got.Before(before.Add(-time.Millisecond)) || got.After(time.Now().Add(time.Millisecond)) {
+		t.Errorf("MonoTime(Mono()) = %v, not now", got)
+	}
+	if d := MonoTime(m + int64(time.Second)).Sub(got); d < 990*time.Millisecond || d > 1010*time.Millisecond {
+		t.Errorf("a reading 1 s later converts %v later", d)
+	}
+	for _, odd := range []int64{0, m + int64(time.Hour), m - int64(time.Hour)} {
+		if d := time.Since(MonoTime(odd)); d < 0 || d > time.Second {
+			t.Errorf("MonoTime(%d) is %v from now, want now", odd, d)
+		}
+	}
+}
