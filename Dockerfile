@@ -35,7 +35,8 @@ COPY --from=build /out/shardvisor /usr/local/bin/shardvisor
 USER 65532:65532
 # In a container the metrics, health and status endpoints listen on every
 # interface (Prometheus and the orchestrator's probes come from outside);
-# `shardvisor healthcheck` asks 127.0.0.1:9851, which that includes.
+# `shardvisor healthcheck` asks the same port on 127.0.0.1, following
+# SHARDVISOR_METRICS_ADDR if it is changed.
 # The shutdown timeout fits docker stop's default 10 s grace period; give
 # more with --stop-timeout / stop_grace_period / terminationGracePeriodSeconds
 # and raise it with them. JSON logs for the log collector.

@@ -29,7 +29,7 @@ const DefaultQueueAddr = "127.0.0.1:9852"
 
 // runIdentifyQueue serves only an identify queue, for supervisors on several
 // machines (-identify-queue-url): GET /?shard=N (twilight's gateway-queue
-// protocol), plus /metrics and /healthz.
+// protocol), plus /metrics, /healthz and /readyz.
 func runIdentifyQueue(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("identify-queue", flag.ContinueOnError)
 	var (
@@ -101,7 +101,10 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", identify.Handler(q, slack, log))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+	mux.HandleFunc("GET /healthz", ok)
+	mux.HandleFunc("GET /readyz", ok) // serving is all a queue has to be ready for: `healthcheck -addr` works on it
+
 	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", maxConc, "identify_interval", interval, "slack", slack)
 
 	var g run.Group

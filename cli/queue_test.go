@@ -81,6 +81,9 @@ func TestIdentifyQueueMode(t *testing.T) {
 	if code, body := get("/?shard=x"); code != http.StatusBadRequest || !strings.Contains(body, "shard") {
 		t.Errorf("GET /?shard=x = %d %q", code, body)
 	}
+	if out, code := command(t, nil, "healthcheck", "-addr", addr); code != 0 {
+		t.Errorf("healthcheck of the queue: %d %s", code, out)
+	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "shardvisor_identify_grants_total 1") {
 		t.Errorf("/metrics = %d, grants not counted", code)
 	}

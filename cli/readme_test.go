@@ -51,3 +51,18 @@ func TestReadmeConfigurationTable(t *testing.T) {
 		}
 	})
 }
+
+func TestLocalAddr(t *testing.T) {
+	for env, want := range map[string]string{
+		"":               DefaultMetricsAddr,
+		"0.0.0.0:9000":   "127.0.0.1:9000",
+		":9000":          "127.0.0.1:9000",
+		"[::]:9000":      "[::1]:9000",
+		"10.1.2.3:9851":  "10.1.2.3:9851",
+		"localhost:9851": "localhost:9851",
+	} {
+		if got := localAddr(func(string) string { return env }); got != want {
+			t.Errorf("SHARDVISOR_METRICS_ADDR=%q: %q, want %q", env, got, want)
+		}
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,7 +23,7 @@ import (
 // a glance.
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	addr := fs.String("addr", DefaultMetricsAddr, "the supervisor's -metrics-addr")
+	addr := fs.String("addr", localAddr(os.Getenv), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
 	shards := fs.Bool("shards", false, "list every shard, not only those that are not ready")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -38,7 +40,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 // HEALTHCHECK without a shell or curl in the image.
 func runHealthcheck(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	addr := fs.String("addr", DefaultMetricsAddr, "the supervisor's -metrics-addr")
+	addr := fs.String("addr", localAddr(os.Getenv), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -56,6 +58,28 @@ func runHealthcheck(args []string, stderr io.Writer) error {
 		return errors.New(strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// localAddr is where status and healthcheck find the supervisor by
+// default: the -metrics-addr the environment gives it (so that a container
+// that moves the port needs no change to its health check), on loopback if
+// it listens on every address.
+func localAddr(getenv func(string) string) string {
+	addr := getenv(envPrefix + "_METRICS_ADDR")
+	if addr == "" {
+		return DefaultMetricsAddr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr // let the request say what is wrong with it
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func getJSON(url string, v any) error {
