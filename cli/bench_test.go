@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -56,7 +55,7 @@ func BenchmarkSupervisor64Shards(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		addr := freeBenchAddr(b)
+		addr := freeAddr(b)
 		// nice: the fake plays Discord, which has CPUs of its own; on two
 		// shared cores it would otherwise timestamp frames late.
 		cmd := exec.Command("nice", "-n", "10", bin, "run", "-api-url", fake.URL(), "-shards", "auto", "-clusters", strconv.Itoa(clusters),
@@ -145,15 +144,6 @@ func buildShardvisor(b *testing.B) string {
 		b.Fatalf("build shardvisor: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freeBenchAddr(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // pollStatus polls /status every `every` until cond holds: a fine poll, for

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
 
@@ -66,47 +65,22 @@ func newFake(t *testing.T, o discordtest.Options) *discordtest.Server {
 	return fake
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
-	out  *syncBuffer
+	out  *harness.Buffer
 	done chan struct{}
 	code int
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t testing.TB) string { return harness.FreeAddr(t) }
 
 // shardvisor starts this binary as shardvisor with args; env is added to
 // the test's environment. The process is killed at the end of the test if
 // it still runs, and its output shown if the test failed.
 func shardvisor(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{out: &harness.Buffer{}, done: make(chan struct{})}
 	for i, a := range args {
 		if a == "-metrics-addr" && i+1 < len(args) {
 			p.addr = args[i+1]

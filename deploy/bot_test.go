@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
-	"github.com/shardvisor/shardvisor/systemd/harness"
 )
 
 // member is one process of a deployment (a compose service, a pod's

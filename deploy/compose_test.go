@@ -14,7 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
-	"github.com/shardvisor/shardvisor/systemd/harness"
+	"github.com/shardvisor/shardvisor/internal/harness"
 )
 
 // loadCompose loads deploy/compose.yaml as docker compose does

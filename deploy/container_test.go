@@ -13,8 +13,8 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
-	"github.com/shardvisor/shardvisor/systemd/harness"
 )
 
 // The bot of the container test: many clusters in one container.

@@ -22,7 +22,7 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 
-	"github.com/shardvisor/shardvisor/systemd/harness"
+	"github.com/shardvisor/shardvisor/internal/harness"
 )
 
 // image is the Dockerfile as BuildKit reads it.

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/shardvisor/shardvisor/systemd/harness"
+	"github.com/shardvisor/shardvisor/internal/harness"
 )
 
 // manifests are deploy/kubernetes, decoded strictly into Kubernetes' own

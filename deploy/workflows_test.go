@@ -12,7 +12,7 @@ import (
 	"github.com/rhysd/actionlint"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/shardvisor/shardvisor/systemd/harness"
+	"github.com/shardvisor/shardvisor/internal/harness"
 )
 
 // TestWorkflowsLint runs actionlint, as a library (so it is always there:

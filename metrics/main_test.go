@@ -1,14 +1,12 @@
 package metrics_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +21,7 @@ import (
 	"github.com/shardvisor/shardvisor/cli"
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
 
@@ -58,46 +57,20 @@ func need(t testing.TB, name string) string {
 	return ""
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t testing.TB) string { return harness.FreeAddr(t) }
 
 // process is a child process of the test, stopped at the end of the test:
 // SIGTERM, then SIGKILL if it has not exited within patience.
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *harness.Buffer
 	done chan struct{}
 }
 
 func start(t testing.TB, name string, cmd *exec.Cmd) *process {
 	t.Helper()
-	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: &harness.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
-	"github.com/shardvisor/shardvisor/systemd/harness"
 )
 
 // The bot of TestUnderSystemd: 6 shards, 2 per cluster, one IDENTIFY

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shardvisor/shardvisor/systemd/harness"
+	"github.com/shardvisor/shardvisor/internal/harness"
 )
 
 const (

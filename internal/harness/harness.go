@@ -141,7 +141,7 @@ func FreeAddr(t testing.TB) string {
 // running.
 type Proc struct {
 	Cmd  *exec.Cmd
-	out  syncBuffer
+	out  Buffer
 	done chan struct{}
 	err  error // of Wait, once done is closed
 }
@@ -228,18 +228,21 @@ func ExitStatus(ps *os.ProcessState) int {
 	return ps.ExitCode()
 }
 
-type syncBuffer struct {
+// Buffer collects a process's output; safe for concurrent use.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns everything written so far.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
