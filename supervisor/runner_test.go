@@ -18,6 +18,7 @@ import (
 // whose child side is a goroutine: with testing/synctest, the supervisor's
 // timers run on a fake clock and delays can be checked exactly.
 type fakeLauncher struct {
+	silent bool // the children say hello and then nothing
 	mu     sync.Mutex
 	starts []time.Time
 	procs  []*fakeProc
@@ -42,24 +43,30 @@ func (l *fakeLauncher) Launch(c Cluster, _ int) (Process, error) {
 	p := &fakeProc{pid: 1000 + l.nextID, started: time.Now(), conn: sup, child: child, exit: make(chan Exit, 1), gone: make(chan struct{})}
 	l.starts = append(l.starts, p.started)
 	l.procs = append(l.procs, p)
-	go p.serve(c)
+	go p.serve(c, l.silent)
 	return p, nil
 }
 
-// serve plays a healthy child: hello, then "all ready" every 100 ms.
-func (p *fakeProc) serve(c Cluster) {
+// serve plays a child: hello, then (unless silent) "all ready" every 100 ms.
+func (p *fakeProc) serve(c Cluster, silent bool) {
 	conn := wire.NewConn(p.child, time.Second)
 	if _, err := conn.Read(); err != nil { // welcome
 		return
 	}
 	conn.Write(&wire.Hello{ClusterID: c.ID, PID: p.pid, ShardIDs: c.Shards})
-	go func() { // drain
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
 		for {
 			if _, err := conn.Read(); err != nil {
 				return
 			}
 		}
 	}()
+	if silent {
+		<-drained
+		return
+	}
 	for {
 		st := &wire.Status{}
 		for _, s := range c.Shards {
@@ -177,7 +184,7 @@ func TestRunnerBackoffGrowsAndResets(t *testing.T) {
 
 func TestRunnerWatchdogOnFakeClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &silentLauncher{}
+		l := &fakeLauncher{silent: true}
 		plan, _ := NewPlan(PlanConfig{Shards: 1, ShardsPerCluster: 1})
 		q, _ := identify.New(identify.Config{MaxConcurrency: 1, Interval: time.Second}, nil, nil)
 		tok, _ := secret.NewToken("t")
@@ -201,26 +208,4 @@ func TestRunnerWatchdogOnFakeClock(t *testing.T) {
 		s.Stop()
 		<-done
 	})
-}
-
-// silentLauncher starts processes that say hello and then nothing.
-type silentLauncher struct{ fakeLauncher }
-
-func (l *silentLauncher) Launch(c Cluster, n int) (Process, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.nextID++
-	sup, child := net.Pipe()
-	p := &fakeProc{pid: 2000 + l.nextID, started: time.Now(), conn: sup, child: child, exit: make(chan Exit, 1), gone: make(chan struct{})}
-	go func() {
-		conn := wire.NewConn(child, time.Second)
-		conn.Read()
-		conn.Write(&wire.Hello{ClusterID: c.ID, PID: p.pid, ShardIDs: c.Shards})
-		for {
-			if _, err := conn.Read(); err != nil {
-				return
-			}
-		}
-	}()
-	return p, nil
 }
