@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -131,26 +130,20 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return configError(err)
 	}
 	g.Add(func() error { return c.Run(ctx) }, func(error) { cancel() })
-	{
-		sigs := make(chan os.Signal, 2)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-		quit := make(chan struct{})
-		g.Add(func() error {
-			select {
-			case s := <-sigs:
-				log.Info("closing every session", "signal", s.String())
-			case <-quit:
-			}
-			return nil
-		}, func(error) { signal.Stop(sigs); close(quit) })
-	}
+	g.Add(run.SignalHandler(ctx, syscall.SIGTERM, syscall.SIGINT))
 	err = g.Run()
-	var fatal *cluster.FatalCloseError
+	var (
+		fatal *cluster.FatalCloseError
+		sig   *run.SignalError
+	)
 	switch {
 	case errors.As(err, &fatal):
 		return configError(err)
 	case errors.Is(err, cluster.ErrSupervisorGone):
 		log.Info("supervisor gone; sessions closed")
+		return nil
+	case errors.As(err, &sig):
+		log.Info("sessions closed", "signal", sig.Signal.String())
 		return nil
 	}
 	return err

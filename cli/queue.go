@@ -2,13 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -112,15 +112,9 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	if api != nil {
 		g.Add(func() error { return q.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	quit := make(chan struct{})
-	g.Add(func() error {
-		select {
-		case <-sigs:
-		case <-quit:
-		}
-		return nil
-	}, func(error) { signal.Stop(sigs); close(quit) })
-	return g.Run()
+	g.Add(run.SignalHandler(ctx, syscall.SIGTERM, syscall.SIGINT))
+	if err := g.Run(); !errors.As(err, new(*run.SignalError)) {
+		return err
+	}
+	return nil
 }
