@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -110,9 +109,6 @@ type Cluster struct {
 	shards     []*shard
 	ctx        context.Context // for interactions; ends when Run stops its shards
 	change     chan struct{}
-
-	appMu sync.Mutex
-	appID string
 }
 
 // New returns a cluster. A nil bot has no commands; a nil logger discards.
@@ -151,19 +147,6 @@ func (c *Cluster) changed() {
 	case c.change <- struct{}{}:
 	default:
 	}
-}
-
-func (c *Cluster) noteApplication(id string) {
-	c.appMu.Lock()
-	defer c.appMu.Unlock()
-	c.appID = id
-}
-
-// ApplicationID is the application id READY reported, once one did.
-func (c *Cluster) ApplicationID() string {
-	c.appMu.Lock()
-	defer c.appMu.Unlock()
-	return c.appID
 }
 
 // Status returns every shard's state.

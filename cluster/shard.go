@@ -80,12 +80,8 @@ func newShard(c *Cluster, id int) *shard {
 		for i, g := range r.Guilds {
 			ids[i] = g.ID
 		}
-		app := ""
-		if r.Application != nil {
-			app = r.Application.ID
-		}
 		s.State.RUnlock()
-		sh.onReady(ids, app)
+		sh.onReady(ids)
 	})
 	s.AddHandler(func(_ *discordgo.Session, _ *discordgo.Resumed) { sh.onResumed() })
 	s.AddHandler(func(s *discordgo.Session, g *discordgo.GuildCreate) {
@@ -310,7 +306,7 @@ func (sh *shard) invalidSessionWait() time.Duration {
 // guild-ready timeout). discordgo runs each handler in its own goroutine, so
 // a GUILD_CREATE's handler can run before READY's: those are kept in early.
 
-func (sh *shard) onReady(guilds []string, appID string) {
+func (sh *shard) onReady(guilds []string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.hasSession = true
@@ -325,9 +321,6 @@ func (sh *shard) onReady(guilds []string, appID string) {
 	}
 	sh.early = nil
 	sh.tracking = true
-	if appID != "" {
-		sh.c.noteApplication(appID)
-	}
 	if len(sh.pending) == 0 {
 		sh.becomeReadyLocked()
 		return

@@ -128,15 +128,6 @@ func NewPlan(c PlanConfig) (Plan, error) {
 	return p, nil
 }
 
-// Shards returns how many shards the supervisor runs.
-func (p Plan) Shards() int {
-	n := 0
-	for _, c := range p.Clusters {
-		n += len(c.Shards)
-	}
-	return n
-}
-
 // ParseIDs parses a comma-separated list of non-negative integers such as
 // "2,3" or "0-3,7" (ranges inclusive). name is used in errors.
 func ParseIDs(name, s string) ([]int, error) {

@@ -180,9 +180,6 @@ func (s *Store) Snapshot() Snapshot {
 	return snap
 }
 
-// Ready reports whether every cluster is ready.
-func (s *Store) Ready() bool { return s.Snapshot().Ready }
-
 // setShards records a status report, keeping only the cluster's own shards
 // (the channel has already refused a report naming others).
 func (c *ClusterStatus) setShards(report []wire.ShardStatus, at time.Time) {

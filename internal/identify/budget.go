@@ -2,7 +2,6 @@ package identify
 
 import (
 	"context"
-	"log/slog"
 	"time"
 )
 
@@ -22,7 +21,6 @@ type budgetState struct {
 	known   bool
 	b       Budget
 	waiting bool // logged that grants wait for the reset
-	log     *slog.Logger
 }
 
 func (s *budgetState) take() {
