@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,7 +187,7 @@ func (ch *channel) handle(m wire.Message) error {
 		if ch.helloed {
 			return errors.New("second hello")
 		}
-		if m.ClusterID != ch.cluster.ID || !sameShards(m.ShardIDs, ch.cluster.Shards) {
+		if m.ClusterID != ch.cluster.ID || !slices.Equal(m.ShardIDs, ch.cluster.Shards) {
 			return fmt.Errorf("hello from cluster %d with shards %v; started as cluster %d with %v",
 				m.ClusterID, m.ShardIDs, ch.cluster.ID, ch.cluster.Shards)
 		}
@@ -301,16 +302,4 @@ func (ch *channel) close() {
 	for _, l := range leases {
 		l.Sent()
 	}
-}
-
-func sameShards(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

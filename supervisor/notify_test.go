@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +96,7 @@ func TestNotifierOnFakeClock(t *testing.T) {
 		// Extensions every 15 s (a quarter of the window) while the last
 		// progress is less than a minute old: it was at 10 s, so none after 70 s.
 		wantExtends := []time.Duration{0, 15 * time.Second, 30 * time.Second, 45 * time.Second, 60 * time.Second}
-		if !equalDurations(extends, wantExtends) {
+		if !slices.Equal(extends, wantExtends) {
 			t.Errorf("EXTEND_TIMEOUT_USEC at %v, want %v", extends, wantExtends)
 		}
 		if readyAt != 100*time.Second || stoppingAt != 105*time.Second {
@@ -110,16 +111,4 @@ func TestNotifierOnFakeClock(t *testing.T) {
 			t.Errorf("only %d watchdog pings while healthy", len(pings))
 		}
 	})
-}
-
-func equalDurations(a, b []time.Duration) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
