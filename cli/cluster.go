@@ -24,7 +24,6 @@ import (
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
-	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -93,21 +92,17 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		}
 		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		api := discordapi.New(cfg.Token, cluster.HTTPClient(gw.apiURL))
-		maxConc := bf.maxConcurrency
-		var budget *identify.Budget
-		if maxConc == 0 {
-			gb, err := api.GatewayBot(ctx)
+		var gb *discordapi.GatewayBot
+		if bf.maxConcurrency == 0 {
+			g, err := api.GatewayBot(ctx)
 			if err != nil {
 				return restError(err)
 			}
-			maxConc, budget = gb.MaxConcurrency, &gb.Budget
+			gb = &g
 		}
-		q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: bf.identifyInterval}, log, identify.NewMetrics(reg))
+		q, err := localQueue(bf.maxConcurrency, gb, bf.identifyInterval, log, reg)
 		if err != nil {
-			return configError(err)
-		}
-		if budget != nil {
-			q.SetBudget(*budget)
+			return err
 		}
 		cfg.Identify = q
 		log.Info("running without a supervisor: pacing this cluster's identifies locally; other clusters' are not seen")

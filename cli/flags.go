@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bwmarrin/discordgo"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/apiurl"
@@ -134,6 +135,23 @@ func (b *botFlags) check() error {
 		}
 	}
 	return nil
+}
+
+// localQueue is the identify queue of a process that paces IDENTIFYs
+// itself: maxConc buckets (0: gb's max_concurrency), holding gb's session
+// budget when GET /gateway/bot was asked (gb not nil).
+func localQueue(maxConc int, gb *discordapi.GatewayBot, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) (*identify.Queue, error) {
+	if maxConc == 0 && gb != nil {
+		maxConc = gb.MaxConcurrency
+	}
+	q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: interval}, log, identify.NewMetrics(reg))
+	if err != nil {
+		return nil, configError(err)
+	}
+	if gb != nil {
+		q.SetBudget(gb.Budget)
+	}
+	return q, nil
 }
 
 // restError turns a REST failure at start into the right exit status: a

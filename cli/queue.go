@@ -72,27 +72,23 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var api *discordapi.Client
-	var budget *identify.Budget
+	var (
+		api *discordapi.Client
+		gb  *discordapi.GatewayBot
+	)
 	if tokErr == nil {
 		api = discordapi.New(token, cluster.HTTPClient(base))
-		gb, err := api.GatewayBot(ctx)
+		g, err := api.GatewayBot(ctx)
 		if err != nil {
 			return restError(err)
 		}
-		if maxConc == 0 {
-			maxConc = gb.MaxConcurrency
-		}
-		budget = &gb.Budget
+		gb = &g
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
-	q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: interval}, log, identify.NewMetrics(reg))
+	q, err := localQueue(maxConc, gb, interval, log, reg)
 	if err != nil {
-		return configError(err)
-	}
-	if budget != nil {
-		q.SetBudget(*budget)
+		return err
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -105,7 +101,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	mux.HandleFunc("GET /healthz", ok)
 	mux.HandleFunc("GET /readyz", ok) // serving is all a queue has to be ready for: `healthcheck -addr` works on it
 
-	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", maxConc, "identify_interval", interval, "slack", slack)
+	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", q.Config().MaxConcurrency, "identify_interval", interval, "slack", slack)
 
 	var g run.Group
 	server{ln, mux}.add(&g, log)

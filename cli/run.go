@@ -179,19 +179,19 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	if remote != nil && maxConc == 0 {
 		maxConc = 1 // the remote queue knows the buckets; the children are not told
 	}
-	var budget *identify.Budget
+	var gb *discordapi.GatewayBot
 	if auto || maxConc == 0 {
-		gb, err := api.GatewayBot(ctx)
+		g, err := api.GatewayBot(ctx)
 		if err != nil {
 			return restError(fmt.Errorf("plan shards: %w", err))
 		}
+		gb = &g
 		if auto {
 			pc.Shards = gb.Shards
 		}
 		if maxConc == 0 {
 			maxConc = gb.MaxConcurrency
 		}
-		budget = &gb.Budget
 		log.Info("gateway/bot", "recommended_shards", gb.Shards, "max_concurrency", gb.MaxConcurrency,
 			"session_starts_remaining", gb.Budget.Remaining, "session_start_limit", gb.Budget.Total)
 	}
@@ -208,11 +208,8 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 		factor   func() float64
 	)
 	if remote == nil {
-		if queue, err = identify.New(identify.Config{MaxConcurrency: maxConc, Interval: f.bot.identifyInterval}, log.With("component", "identify"), identify.NewMetrics(reg)); err != nil {
-			return configError(err)
-		}
-		if budget != nil {
-			queue.SetBudget(*budget)
+		if queue, err = localQueue(maxConc, gb, f.bot.identifyInterval, log.With("component", "identify"), reg); err != nil {
+			return err
 		}
 		acquirer, factor = queue, queue.BackoffFactor
 	}
