@@ -74,7 +74,10 @@
 //
 // Session starts: each accepted IDENTIFY spends one (RESUME and refused
 // IDENTIFYs do not); the window of SessionStartReset starts at the first
-// start and refills the budget when it runs out. Discord's answer to an
+// start and refills the budget when it runs out. GET gateway/bot answers
+// for the window as of the request: reset_after is the time left in the
+// running window (the whole of SessionStartReset when none runs), and
+// remaining counts a window that ran out as refilled. Discord's answer to an
 // overrun is to reset the bot's token and end its sessions, and no public
 // source gives the wire form, so the fake does the observable equivalent:
 // the IDENTIFY that finds the budget spent, and every open connection, is

@@ -216,8 +216,8 @@ func (s *Server) getGateway(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
+	resetAfter := s.resetAfterLocked(time.Now()) // refills a window that ran out: read remaining after it
 	left := s.startsLeft
-	resetAfter := s.resetAfterLocked(time.Now())
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"url":    s.wsURL,
