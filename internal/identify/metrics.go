@@ -70,6 +70,10 @@ var (
 		"Discord's session_start_limit.total.", nil, nil)
 	resetDesc = prometheus.NewDesc("shardvisor_session_starts_reset_seconds",
 		"Seconds until Discord resets the session start limit.", nil, nil)
+	reserveDesc = prometheus.NewDesc("shardvisor_session_starts_reserve",
+		"Session starts the identify queue never spends (-session-start-reserve).", nil, nil)
+	heldDesc = prometheus.NewDesc("shardvisor_session_starts_held",
+		"1 while the identify queue holds every IDENTIFY for the session start budget (no more left than the reserve, or Discord not asked yet).", nil, nil)
 )
 
 // queueCollector reads the queue's state at scrape time.
@@ -80,6 +84,8 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- remainingDesc
 	ch <- limitDesc
 	ch <- resetDesc
+	ch <- reserveDesc
+	ch <- heldDesc
 }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
@@ -91,5 +97,14 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(remainingDesc, prometheus.GaugeValue, float64(s.Budget.Remaining))
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(s.Budget.Total))
 		ch <- prometheus.MustNewConstMetric(resetDesc, prometheus.GaugeValue, max(time.Until(s.Budget.ResetAt).Seconds(), 0))
+		ch <- prometheus.MustNewConstMetric(reserveDesc, prometheus.GaugeValue, float64(s.Reserve))
 	}
+	ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, b2f(s.Held))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -43,6 +43,18 @@ type Config struct {
 	// network: frames sent exactly Interval apart can reach Discord closer
 	// together. Zero means 1% of Interval; negative means none.
 	Margin time.Duration
+
+	// Fetch, when set, asks Discord for the session start budget; Run asks
+	// it, and nothing is granted before its first answer. Without it the
+	// queue only paces, with whatever SetBudget told it.
+	Fetch FetchFunc
+	// Refresh is how often Run asks when no reset is due sooner. Zero
+	// means DefaultRefresh.
+	Refresh time.Duration
+	// Reserve is how many session starts are never spent: grants wait
+	// when no more than this many are left (AutoReserve: DefaultReserve
+	// of Discord's total).
+	Reserve int
 }
 
 func (c *Config) setDefaults() error {
@@ -57,6 +69,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LeaseTimeout <= 0 {
 		c.LeaseTimeout = 30 * time.Second
+	}
+	if c.Reserve < AutoReserve {
+		return fmt.Errorf("identify queue: session start reserve %d, must not be negative", c.Reserve)
+	}
+	if c.Refresh <= 0 {
+		c.Refresh = DefaultRefresh
 	}
 	switch {
 	case c.Margin == 0:
@@ -130,7 +148,7 @@ func New(cfg Config, logger *slog.Logger, m *Metrics) (*Queue, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	q := &Queue{cfg: cfg, log: logger}
+	q := &Queue{cfg: cfg, log: logger, budget: budgetState{wake: make(chan struct{}, 1)}}
 	q.metrics = m.forQueue(q)
 	for i := range cfg.MaxConcurrency {
 		q.buckets = append(q.buckets, &bucket{id: i})
@@ -192,11 +210,10 @@ func (q *Queue) dispatchLocked(b *bucket) {
 	if b.lease != nil || len(b.waiters) == 0 {
 		return
 	}
-	now := time.Now()
-	if wait := q.budgetWaitLocked(now); wait > 0 {
-		q.armLocked(b, wait)
-		return
+	if q.budgetHoldLocked() {
+		return // SetBudget or a refund dispatches again
 	}
+	now := time.Now()
 	if grantAt := b.free.Add(-q.cfg.LeadTime); now.Before(grantAt) {
 		q.armLocked(b, grantAt.Sub(now))
 		return
@@ -212,6 +229,12 @@ func (q *Queue) dispatchLocked(b *bucket) {
 	l.expiry = time.AfterFunc(l.notBefore.Sub(now)+q.cfg.LeaseTimeout, l.expire)
 	q.metrics.granted(now.Sub(w.queued))
 	w.grant <- l
+}
+
+func (q *Queue) dispatchAllLocked() {
+	for _, b := range q.buckets {
+		q.dispatchLocked(b)
+	}
 }
 
 func (q *Queue) armLocked(b *bucket, d time.Duration) {
@@ -267,11 +290,14 @@ func (l *lease) finishAt(sent bool, warn string, at time.Time) {
 		// of this bucket cannot reach Discord less than Interval after it.
 		l.b.free = at.Add(q.cfg.Interval + q.cfg.Margin)
 		q.metrics.sent()
-	} else {
-		q.budget.refund()
+		q.noteSentLocked(at)
+		l.b.lease = nil
+		q.dispatchLocked(l.b)
+		return
 	}
+	q.budget.refund()
 	l.b.lease = nil
-	q.dispatchLocked(l.b)
+	q.dispatchAllLocked() // the start given back may end a hold
 }
 
 // Stats is a snapshot of the queue, for status pages and metrics.
@@ -279,13 +305,16 @@ type Stats struct {
 	Waiting []int // per bucket
 	Leased  int   // leases handed out and not yet reported
 	Budget  Budget
+	Reserve int  // session starts kept back (known with the budget)
+	Held    bool // grants wait for the budget
 }
 
 // Stats returns a snapshot.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := Stats{Waiting: make([]int, len(q.buckets)), Budget: q.budget.public()}
+	s := Stats{Waiting: make([]int, len(q.buckets)), Budget: q.budget.public(),
+		Reserve: q.budget.reserve, Held: q.budget.held}
 	for i, b := range q.buckets {
 		s.Waiting[i] = len(b.waiters)
 		if b.lease != nil {

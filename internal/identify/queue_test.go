@@ -163,27 +163,6 @@ func TestAcquireCancelledWhileWaiting(t *testing.T) {
 	})
 }
 
-func TestBudgetSpentWaitsForReset(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(t, Config{MaxConcurrency: 4, Interval: 5 * time.Second})
-		start := time.Now()
-		q.SetBudget(Budget{Total: 1000, Remaining: 2, ResetAt: start.Add(time.Hour)})
-		got := identifyAll(t, q, []int{0, 1, 2})
-		for _, s := range got {
-			want := time.Duration(0)
-			if s.shard == 2 {
-				want = time.Hour
-			}
-			if s.at != want {
-				t.Errorf("shard %d sent at %v, want %v", s.shard, s.at, want)
-			}
-		}
-		if b := q.Stats().Budget; b.Remaining != 999 {
-			t.Errorf("after the reset and one start: remaining %d, want 999", b.Remaining)
-		}
-	})
-}
-
 func TestCancelRefundsBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q := newQueue(t, Config{MaxConcurrency: 1, Interval: time.Second})
@@ -217,34 +196,8 @@ func TestBackoffFactor(t *testing.T) {
 	}
 }
 
-func TestRefreshBudget(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(t, Config{MaxConcurrency: 1, Interval: time.Second})
-		ctx, cancel := context.WithCancel(context.Background())
-		calls := 0
-		fetch := func(context.Context) (Budget, error) {
-			calls++
-			if calls == 2 {
-				return Budget{}, errors.New("503")
-			}
-			return Budget{Total: 1000, Remaining: 1000 - calls, ResetAt: time.Now().Add(time.Hour)}, nil
-		}
-		done := make(chan error)
-		go func() { done <- q.RefreshBudget(ctx, fetch, time.Minute) }()
-		time.Sleep(150 * time.Second)
-		synctest.Wait()
-		if calls != 3 || q.Stats().Budget.Remaining != 997 {
-			t.Errorf("after 2.5 min: %d fetches, budget %+v", calls, q.Stats().Budget)
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	})
-}
-
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []Config{{MaxConcurrency: 0, Interval: time.Second}, {MaxConcurrency: 1}} {
+	for _, cfg := range []Config{{MaxConcurrency: 0, Interval: time.Second}, {MaxConcurrency: 1}, {MaxConcurrency: 1, Interval: time.Second, Reserve: -2}} {
 		if _, err := New(cfg, nil, nil); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
@@ -260,7 +213,7 @@ func TestMetrics(t *testing.T) {
 	q.SetBudget(Budget{Total: 1000, Remaining: 900, ResetAt: time.Now().Add(time.Hour)})
 	l, _ := q.Acquire(context.Background(), 0)
 	l.Sent()
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10 {
 		t.Fatalf("gathered %d series, err %v", n, err)
 	}
 }
