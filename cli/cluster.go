@@ -100,11 +100,12 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 			}
 			gb = &g
 		}
-		q, err := localQueue(bf.maxConcurrency, gb, bf.identifyInterval, log, reg)
+		q, err := localQueue(bf.maxConcurrency, gb, api, bf.identifyInterval, bf.reserve, log, reg)
 		if err != nil {
 			return err
 		}
 		cfg.Identify = q
+		g.Add(func() error { return q.Run(ctx) }, func(error) { cancel() })
 		log.Info("running without a supervisor: pacing this cluster's identifies locally; other clusters' are not seen")
 		if id.ClusterID == 0 {
 			if err := bf.registerBotCommands(ctx, api, bot, log); err != nil {

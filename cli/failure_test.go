@@ -68,6 +68,8 @@ func TestConfigurationErrorsExit78(t *testing.T) {
 		{"intents", tok, append(plan, "-intents", "everything"), "-intents"},
 		{"state cache", tok, append(plan, "-state-cache", "hats"), "-state-cache"},
 		{"api url", tok, append(plan, "-api-url", "discord.com"), "-api-url"},
+		{"session start reserve negative", tok, append(plan, "-session-start-reserve", "-1"), "-session-start-reserve"},
+		{"session start reserve garbage", tok, append(plan, "-session-start-reserve", "some"), "-session-start-reserve"},
 		{"restart delays", tok, append(plan, "-restart-delay", "1m", "-restart-max-delay", "1s"), "-restart-max-delay"},
 		{"env variable", append(tok, "SHARDVISOR_SHARDS=zero"), plan, "-shards"},
 		{"flags win over env", append(tok, "SHARDVISOR_LOG_LEVEL=loud"), append(plan, "-log-level", "info", "-shards", "0"), "-shards"},

@@ -99,6 +99,36 @@ type botFlags struct {
 	identifyInterval time.Duration
 	registerCommands bool
 	commandGuild     string
+	reserve          reserveFlag
+}
+
+// reserveFlag is -session-start-reserve: "auto" (identify.AutoReserve) or
+// a number of session starts.
+type reserveFlag int
+
+func registerReserve(fs *flag.FlagSet, r *reserveFlag) {
+	*r = identify.AutoReserve
+	fs.Var(r, "session-start-reserve", `session starts never spent, so that a restart loop cannot use up Discord's session_start_limit: a number, or "auto" (5% of the limit, at least 1)`)
+}
+
+func (r *reserveFlag) String() string {
+	if *r == identify.AutoReserve {
+		return "auto"
+	}
+	return strconv.Itoa(int(*r))
+}
+
+func (r *reserveFlag) Set(s string) error {
+	if s == "auto" {
+		*r = identify.AutoReserve
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q: want a number of session starts (0 or more) or auto", s)
+	}
+	*r = reserveFlag(n)
+	return nil
 }
 
 func (b *botFlags) register(fs *flag.FlagSet) {
@@ -107,6 +137,7 @@ func (b *botFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&b.identifyInterval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
 	fs.BoolVar(&b.registerCommands, "register-commands", true, "overwrite the application's slash commands with the bot's at start (done by whoever runs cluster 0)")
 	fs.StringVar(&b.commandGuild, "command-guild", "", "register the slash commands in this guild only (they appear at once; for development)")
+	registerReserve(fs, &b.reserve)
 }
 
 // token loads the token; a missing one is a configuration error that says
@@ -138,13 +169,19 @@ func (b *botFlags) check() error {
 }
 
 // localQueue is the identify queue of a process that paces IDENTIFYs
-// itself: maxConc buckets (0: gb's max_concurrency), holding gb's session
-// budget when GET /gateway/bot was asked (gb not nil).
-func localQueue(maxConc int, gb *discordapi.GatewayBot, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) (*identify.Queue, error) {
+// itself: maxConc buckets (0: gb's max_concurrency), starting from gb's
+// session budget when GET /gateway/bot was asked (gb not nil). With api it
+// asks Discord for the budget itself, keeping reserve back: run its Run.
+func localQueue(maxConc int, gb *discordapi.GatewayBot, api *discordapi.Client, interval time.Duration, reserve reserveFlag,
+	log *slog.Logger, reg prometheus.Registerer) (*identify.Queue, error) {
 	if maxConc == 0 && gb != nil {
 		maxConc = gb.MaxConcurrency
 	}
-	q, err := identify.New(identify.Config{MaxConcurrency: maxConc, Interval: interval}, log, identify.NewMetrics(reg))
+	cfg := identify.Config{MaxConcurrency: maxConc, Interval: interval, Reserve: int(reserve)}
+	if api != nil {
+		cfg.Fetch = api.Budget
+	}
+	q, err := identify.New(cfg, log, identify.NewMetrics(reg))
 	if err != nil {
 		return nil, configError(err)
 	}

@@ -40,6 +40,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 		maxConc  int
 		slack    time.Duration
 		tokFile  string
+		reserve  reserveFlag
 	)
 	lf.register(fs)
 	fs.StringVar(&listen, "listen", DefaultQueueAddr, "address to serve the queue, /metrics and /healthz on")
@@ -48,6 +49,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	fs.IntVar(&maxConc, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot (needs the token)")
 	fs.DurationVar(&slack, "slack", 0, "time a caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
 	fs.StringVar(&tokFile, "token-file", "", "file holding the bot token (else DISCORD_TOKEN or systemd's credential); optional when -max-concurrency is given")
+	registerReserve(fs, &reserve)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -86,9 +88,12 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
-	q, err := localQueue(maxConc, gb, interval, log, reg)
+	q, err := localQueue(maxConc, gb, api, interval, reserve, log, reg)
 	if err != nil {
 		return err
+	}
+	if api == nil {
+		log.Warn("no token: the queue paces IDENTIFYs but cannot ask Discord for the session start limit, so it counts no session starts")
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -105,9 +110,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 
 	var g run.Group
 	server{ln, mux}.add(&g, log)
-	if api != nil {
-		g.Add(func() error { return q.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
-	}
+	g.Add(func() error { return q.Run(ctx) }, func(error) { cancel() })
 	g.Add(run.SignalHandler(ctx, syscall.SIGTERM, syscall.SIGINT))
 	if err := g.Run(); !errors.As(err, new(*run.SignalError)) {
 		return err

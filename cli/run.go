@@ -208,7 +208,7 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 		factor   func() float64
 	)
 	if remote == nil {
-		if queue, err = localQueue(maxConc, gb, f.bot.identifyInterval, log.With("component", "identify"), reg); err != nil {
+		if queue, err = localQueue(maxConc, gb, api, f.bot.identifyInterval, f.bot.reserve, log.With("component", "identify"), reg); err != nil {
 			return err
 		}
 		acquirer, factor = queue, queue.BackoffFactor
@@ -271,7 +271,7 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	if queueLn != nil {
 		servers = append(servers, server{queueLn, identify.Handler(queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
 	}
-	err = runSupervisor(ctx, sup, queue, api, reaper, servers, log)
+	err = runSupervisor(ctx, sup, queue, reaper, servers, log)
 	if remote != nil {
 		remote.Wait() // identify reports still on their way to the queue
 	}
@@ -300,7 +300,7 @@ func (s server) add(g *run.Group, log *slog.Logger) {
 }
 
 // runSupervisor composes the supervisor's components in a run.Group.
-func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *identify.Queue, api *discordapi.Client,
+func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *identify.Queue,
 	reaper *supervisor.Reaper, servers []server, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -337,7 +337,7 @@ func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *ident
 	notifier := supervisor.NewNotifier(sup, log.With("component", "systemd"))
 	g.Add(func() error { return notifier.Run(ctx) }, func(error) { cancel() })
 	if queue != nil {
-		g.Add(func() error { return queue.RefreshBudget(ctx, api.Budget, 10*time.Minute) }, func(error) { cancel() })
+		g.Add(func() error { return queue.Run(ctx) }, func(error) { cancel() })
 	}
 	if reaper != nil {
 		g.Add(func() error { return reaper.Run(ctx, 5*time.Second) }, func(error) { cancel() })

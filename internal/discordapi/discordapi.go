@@ -39,6 +39,7 @@ type GatewayBot struct {
 
 // GatewayBot asks Discord for the sharding facts.
 func (c *Client) GatewayBot(ctx context.Context) (GatewayBot, error) {
+	asked := time.Now()
 	r, err := c.s.GatewayBot(discordgo.WithContext(ctx))
 	if err != nil {
 		return GatewayBot{}, fmt.Errorf("get gateway/bot: %w", err)
@@ -48,7 +49,7 @@ func (c *Client) GatewayBot(ctx context.Context) (GatewayBot, error) {
 		Shards:         r.Shards,
 		MaxConcurrency: max(l.MaxConcurrency, 1),
 		Budget: identify.Budget{Total: l.Total, Remaining: l.Remaining,
-			ResetAt: time.Now().Add(time.Duration(l.ResetAfter) * time.Millisecond)},
+			ResetAt: time.Now().Add(time.Duration(l.ResetAfter) * time.Millisecond), Asked: asked},
 	}
 	if g.Shards < 1 {
 		return g, fmt.Errorf("get gateway/bot: Discord recommends %d shards", r.Shards)

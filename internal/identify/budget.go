@@ -79,15 +79,23 @@ func (s *budgetState) public() Budget {
 	return s.b
 }
 
+// holds reports whether grants would wait for the budget now.
+func (s *budgetState) holds(fetching bool) bool {
+	if !s.known {
+		return fetching
+	}
+	return s.b.Remaining <= s.reserve
+}
+
 // budgetHoldLocked reports whether grants must wait for the budget, and
 // logs when that changes.
 func (q *Queue) budgetHoldLocked() bool {
 	s := &q.budget
-	if !s.known {
-		s.held = q.cfg.Fetch != nil // the first answer is still to come
-		return s.held
+	hold := s.holds(q.cfg.Fetch != nil)
+	if !s.known { // the first answer is still to come: nothing to log
+		s.held = hold
+		return hold
 	}
-	hold := s.b.Remaining <= s.reserve
 	switch {
 	case hold && !s.held:
 		q.log.Warn("session start limit reached; holding every IDENTIFY until Discord reports starts again, rather than get the token reset",

@@ -306,7 +306,7 @@ type Stats struct {
 	Leased  int   // leases handed out and not yet reported
 	Budget  Budget
 	Reserve int  // session starts kept back (known with the budget)
-	Held    bool // grants wait for the budget
+	Held    bool // grants wait for the budget (no more left than the reserve, or Discord not yet asked)
 }
 
 // Stats returns a snapshot.
@@ -314,7 +314,7 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := Stats{Waiting: make([]int, len(q.buckets)), Budget: q.budget.public(),
-		Reserve: q.budget.reserve, Held: q.budget.held}
+		Reserve: q.budget.reserve, Held: q.budget.holds(q.cfg.Fetch != nil)}
 	for i, b := range q.buckets {
 		s.Waiting[i] = len(b.waiters)
 		if b.lease != nil {
