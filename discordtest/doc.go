@@ -45,10 +45,15 @@
 // (guild_id >> 22) % shard_count; heartbeat → ACK; RESUME → the missed
 // dispatches with their original sequence numbers, then RESUMED; RESUME of
 // an unknown or ended session → op 9 d:false with the socket left open for
-// an IDENTIFY on it (discordgo sends one at once). With Options.Compress and
-// IDENTIFY compress:true, frames from READY on are binary, one complete zlib
-// stream each. Sessions get INTERACTION_CREATE from Interact and
-// MESSAGE_CREATE at the event rate.
+// an IDENTIFY on it (discordgo sends one at once). Transport compression:
+// with compress=zlib-stream in the URL every message of the connection,
+// HELLO included, is a binary frame of one zlib stream kept for the
+// connection, each ending in a sync flush (00 00 ff ff); other compress
+// values (zstd-stream too) are refused with HTTP 400, Discord documenting no
+// answer. Payload compression: without compress in the URL, with
+// Options.Compress and IDENTIFY compress:true, frames from READY on are
+// binary, one complete zlib stream each (discordgo's mode). Sessions get
+// INTERACTION_CREATE from Interact and MESSAGE_CREATE at the event rate.
 //
 // Rules enforced, in the order checked for an IDENTIFY: 4005 second
 // IDENTIFY on an identified socket (RESUME too); 4004 wrong token (with or

@@ -220,7 +220,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	s.sessions[ss.id] = ss
 	ss.mu.Lock()
 	ss.conn, c.sess, c.live = c, ss, true
-	if s.opts.Compress && d.Compress {
+	if s.opts.Compress && d.Compress && !c.stream { // transport compression disables payload compression
 		c.compress.Store(true)
 	}
 	ir.Outcome, ir.SessionID = OutcomeReady, ss.id
