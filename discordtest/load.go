@@ -95,17 +95,26 @@ func (s *Server) readyPayload(ss *session) []byte {
 }
 
 type roleJSON struct {
-	ID           string  `json:"id"`
-	Name         string  `json:"name"`
-	Color        int     `json:"color"`
-	Hoist        bool    `json:"hoist"`
-	Icon         *string `json:"icon"`
-	UnicodeEmoji *string `json:"unicode_emoji"`
-	Position     int     `json:"position"`
-	Permissions  string  `json:"permissions"`
-	Managed      bool    `json:"managed"`
-	Mentionable  bool    `json:"mentionable"`
-	Flags        int     `json:"flags"`
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	Color        int        `json:"color"`  // deprecated, still sent: colors.primary_color
+	Colors       roleColors `json:"colors"` // always filled, as on Discord
+	Hoist        bool       `json:"hoist"`
+	Icon         *string    `json:"icon"`
+	UnicodeEmoji *string    `json:"unicode_emoji"`
+	Position     int        `json:"position"`
+	Permissions  string     `json:"permissions"`
+	Managed      bool       `json:"managed"`
+	Mentionable  bool       `json:"mentionable"`
+	Flags        int        `json:"flags"`
+}
+
+// roleColors is a role's colors; secondary and tertiary are null without
+// the ENHANCED_ROLE_COLORS guild feature.
+type roleColors struct {
+	Primary   int  `json:"primary_color"`
+	Secondary *int `json:"secondary_color"`
+	Tertiary  *int `json:"tertiary_color"`
 }
 
 type channelJSON struct {
