@@ -132,6 +132,12 @@ type channelJSON struct {
 	Flags                int        `json:"flags"`
 }
 
+// channelObject is text channel j of guild k.
+func (s *Server) channelObject(k, j int) channelJSON {
+	return channelJSON{ID: strconv.FormatUint(channelID(k, j), 10), GuildID: strconv.FormatUint(guildID(k), 10),
+		Name: "channel-" + strconv.Itoa(j), Position: j, PermissionOverwrites: []struct{}{}}
+}
+
 type memberJSON struct {
 	User                       userJSON `json:"user"`
 	Nick                       *string  `json:"nick"`
@@ -169,8 +175,7 @@ func (s *Server) guildCreate(k, largeThreshold int) []byte {
 	roles[0].Name, roles[0].Permissions = "@everyone", everyonePermissions
 	channels := make([]channelJSON, o.ChannelsPerGuild)
 	for j := range channels {
-		channels[j] = channelJSON{ID: strconv.FormatUint(channelID(k, j), 10), GuildID: gid,
-			Name: "channel-" + strconv.Itoa(j), Position: j, PermissionOverwrites: []struct{}{}}
+		channels[j] = s.channelObject(k, j)
 	}
 	members := make([]memberJSON, o.MembersPerGuild)
 	for j := range members {
