@@ -87,6 +87,37 @@
 // gateway and on REST (401) for the rest of the server's life, and
 // Record.TokenRevoked is set.
 //
+// # Payloads
+//
+// Every object and event the fake sends — HELLO, READY, GUILD_CREATE and
+// its guild, roles, channels, threads, emojis, stickers and members,
+// MESSAGE_CREATE, INTERACTION_CREATE, the user, the application, messages
+// and GET gateway/bot — carries every field Discord's documentation marks
+// as always present, with its types and nullability, checked by
+// TestPayloadsHaveDocumentedFields against a table taken from the
+// documentation. Roles carry colors; INTERACTION_CREATE carries the
+// partial guild and channel, attachment_size_limit,
+// authorizing_integration_owners (the guild install only: {"0": guild id},
+// "0" in a DM), entitlements, app_permissions, locale, guild_locale and
+// context; data.guild_id is set only for a command registered in the
+// guild. READY's v is the URL's version. ThreadsPerGuild, EmojisPerGuild
+// and StickersPerGuild add those objects to GUILD_CREATE.
+//
+// Deliberately left out: encoding=etf and compress=zstd-stream; optional
+// fields for state the fake does not model — role tags (no managed bot
+// role), emoji user, a thread's member and applied_tags (the bot joins no
+// thread, there are no forums), guild member avatar_decoration_data and
+// collectibles, user banner, accent_color, avatar_decoration_data,
+// collectibles and primary_guild, message reactions, nonce, references,
+// stickers and polls, interaction data.resolved (options carry values
+// only), application install_params, custom_install_url, guild, cover image
+// and event webhooks, and the guild fields that only GET users/@me/guilds,
+// invites or templates return (owner, permissions, approximate counts,
+// welcome_screen, icon_hash, region); presences, voice states, stage
+// instances, scheduled events and soundboard sounds are always empty lists;
+// fields Discord sends without documenting them (clan, hub_type, ...) are
+// left out, except the few discordgo reads (lazy, session_type, _trace).
+//
 // # Faults
 //
 // Disconnect (close code or drop), Zombie (no heartbeat ACKs for a shard,

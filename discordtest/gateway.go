@@ -44,11 +44,12 @@ type frame struct {
 // qmu. compress and closingFlag are atomics read by the writer and reader;
 // stream is set before the connection is served and never changes.
 type conn struct {
-	id     uint64
-	srv    *Server
-	ws     *websocket.Conn
-	opened time.Time
-	stream bool // compress=zlib-stream: every message goes through one zlib stream
+	id      uint64
+	srv     *Server
+	ws      *websocket.Conn
+	opened  time.Time
+	stream  bool // compress=zlib-stream: every message goes through one zlib stream
+	version int  // the URL's v (9 or 10; 10 when absent): READY's v
 
 	sess        *session
 	live        bool
@@ -109,9 +110,13 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		ws:         ws,
 		opened:     now,
 		stream:     stream,
+		version:    10,
 		wake:       make(chan struct{}, 1),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
+	}
+	if v, err := strconv.Atoi(q.Get("v")); err == nil {
+		c.version = v
 	}
 	s.conns[c] = struct{}{}
 	delay := s.helloDelay

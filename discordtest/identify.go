@@ -231,7 +231,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	s.mu.Unlock()
 
 	c.ws.SetReadDeadline(at.Add(s.heartbeatTimeout()))
-	ss.dispatchLocked("READY", s.readyPayload(ss))
+	ss.dispatchLocked("READY", s.readyPayload(ss, c.version))
 	ss.mu.Unlock()
 	threshold := d.LargeThreshold
 	if threshold < 50 || threshold > 250 {

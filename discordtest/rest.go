@@ -232,11 +232,7 @@ func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) getMe(w http.ResponseWriter, _ *http.Request) {
-	u := s.botUser()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"id": u.ID, "username": u.Username, "discriminator": u.Discriminator, "global_name": nil,
-		"avatar": nil, "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
-	})
+	writeJSON(w, http.StatusOK, s.selfUser())
 }
 
 // getApplication is the current application (GET applications/@me, and
