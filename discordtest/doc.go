@@ -100,7 +100,10 @@
 // authorizing_integration_owners (the guild install only: {"0": guild id},
 // "0" in a DM), entitlements, app_permissions, locale, guild_locale and
 // context; data.guild_id is set only for a command registered in the
-// guild. READY's v is the URL's version. ThreadsPerGuild, EmojisPerGuild
+// guild. READY's v is the URL's version. TestForeignClient drives a
+// gateway client written from Discord's documentation alone (zlib-stream,
+// 4 shards, heartbeats, an interaction answered by callback) against the
+// fake. ThreadsPerGuild, EmojisPerGuild
 // and StickersPerGuild add those objects to GUILD_CREATE.
 //
 // Deliberately left out: encoding=etf and compress=zstd-stream; optional
