@@ -176,15 +176,11 @@ var docSchemas = map[string]map[string]string{
 	},
 }
 
-// withFields is schema base with fields added or made required.
+// withFields is schema base with fields added or made required: extra
+// with base under the key "+".
 func withFields(base string, extra map[string]string) map[string]string {
-	return map[string]string{"+": base, "": strings.Join(slices.Sorted(func(yield func(string) bool) {
-		for k, v := range extra {
-			if !yield(k + "=" + v) {
-				return
-			}
-		}
-	}), "\x00")}
+	extra["+"] = base
+	return extra
 }
 
 // schemaFields resolves a schema of docSchemas (with its base) into field
@@ -194,22 +190,19 @@ func schemaFields(name string) (map[string]fieldSpec, error) {
 	if !ok {
 		return nil, fmt.Errorf("no schema %q", name)
 	}
+	out := map[string]fieldSpec{}
 	if base, ok := s["+"]; ok {
-		out, err := schemaFields(base)
-		if err != nil {
+		var err error
+		if out, err = schemaFields(base); err != nil {
 			return nil, err
 		}
-		for _, kv := range strings.Split(s[""], "\x00") {
-			k, v, _ := strings.Cut(kv, "=")
-			opt := strings.HasSuffix(k, "?")
-			out[strings.TrimSuffix(k, "?")] = fieldSpec{typ: v, required: !opt}
-		}
-		return out, nil
 	}
-	out := make(map[string]fieldSpec, len(s))
 	for k, v := range s {
-		opt := strings.HasSuffix(k, "?")
-		out[strings.TrimSuffix(k, "?")] = fieldSpec{typ: v, required: !opt}
+		if k == "+" {
+			continue
+		}
+		name, opt := strings.CutSuffix(k, "?")
+		out[name] = fieldSpec{typ: v, required: !opt}
 	}
 	return out, nil
 }
