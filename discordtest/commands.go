@@ -227,15 +227,16 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-// commandIDLocked returns the id of the command named name visible in
-// guild (guild scope first, then global), or "".
-func (s *Server) commandIDLocked(guild, name string) string {
+// commandIDLocked returns the id of the slash command named name visible
+// in guild (guild scope first, then global) and whether it is a guild
+// command, or "" when none is registered.
+func (s *Server) commandIDLocked(guild, name string) (id string, inGuild bool) {
 	for _, scope := range []string{guild, ""} {
 		for _, c := range s.commands[scope] {
 			if c.name == name && c.typ == 1 {
-				return c.id
+				return c.id, scope != ""
 			}
 		}
 	}
-	return ""
+	return "", false
 }

@@ -1,9 +1,12 @@
 package discordtest
 
 import (
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
+	"github.com/gorilla/websocket"
 )
 
 // With Options.Compress, a session whose IDENTIFY asks for compression gets
@@ -50,4 +53,43 @@ func TestCompression(t *testing.T) {
 		t.Errorf("compressed interaction: %+v %v", rp, err)
 	}
 	closeBots(b)
+}
+
+// With compress=zlib-stream in the URL, every message of the connection,
+// HELLO included, is a binary frame of one zlib stream, ending in a sync
+// flush; payload compression is then off even when IDENTIFY asks for it.
+// Other compress values are refused.
+func TestTransportCompression(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 3, Compress: true})
+	c := dialRawNoHello(t, srv, "?v=10&encoding=json&compress=zlib-stream")
+	if p := c.read(); p.Op != 10 || !p.Binary {
+		t.Fatalf("first message: op %d binary=%v, want HELLO in the stream", p.Op, p.Binary)
+	}
+	c.send(identifyPayloadFor(srv.Token(), 0, 1, discordgo.IntentsGuilds, true))
+	for _, want := range []string{"READY", "GUILD_CREATE", "GUILD_CREATE", "GUILD_CREATE"} {
+		if p := c.read(); p.T != want || !p.Binary {
+			t.Fatalf("got %s binary=%v, want %s in the stream", p.T, p.Binary, want)
+		}
+	}
+	c.send(map[string]any{"op": 1, "d": 4})
+	if p := c.read(); p.Op != 11 {
+		t.Errorf("after heartbeat: op %d, want 11", p.Op)
+	}
+	// One zlib reader reads every message (a complete stream per message
+	// would end it after HELLO) and each ends in 00 00 ff ff (c.read fails
+	// otherwise).
+
+	for _, q := range []string{"zstd-stream", "gzip"} {
+		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		ws, resp, err := d.Dial(srv.GatewayURL()+"?v=10&encoding=json&compress="+q, nil)
+		if err == nil {
+			ws.Close()
+			t.Errorf("compress=%s: upgraded, want refused", q)
+			continue
+		}
+		if resp == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("compress=%s: %v, want 400", q, err)
+		}
+	}
 }

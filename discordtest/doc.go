@@ -45,10 +45,15 @@
 // (guild_id >> 22) % shard_count; heartbeat → ACK; RESUME → the missed
 // dispatches with their original sequence numbers, then RESUMED; RESUME of
 // an unknown or ended session → op 9 d:false with the socket left open for
-// an IDENTIFY on it (discordgo sends one at once). With Options.Compress and
-// IDENTIFY compress:true, frames from READY on are binary, one complete zlib
-// stream each. Sessions get INTERACTION_CREATE from Interact and
-// MESSAGE_CREATE at the event rate.
+// an IDENTIFY on it (discordgo sends one at once). Transport compression:
+// with compress=zlib-stream in the URL every message of the connection,
+// HELLO included, is a binary frame of one zlib stream kept for the
+// connection, each ending in a sync flush (00 00 ff ff); other compress
+// values (zstd-stream too) are refused with HTTP 400, Discord documenting no
+// answer. Payload compression: without compress in the URL, with
+// Options.Compress and IDENTIFY compress:true, frames from READY on are
+// binary, one complete zlib stream each (discordgo's mode). Sessions get
+// INTERACTION_CREATE from Interact and MESSAGE_CREATE at the event rate.
 //
 // Rules enforced, in the order checked for an IDENTIFY: 4005 second
 // IDENTIFY on an identified socket (RESUME too); 4004 wrong token (with or
@@ -84,6 +89,40 @@
 // closed with 4004 (authentication failed), the token stops working on the
 // gateway and on REST (401) for the rest of the server's life, and
 // Record.TokenRevoked is set.
+//
+// # Payloads
+//
+// Every object and event the fake sends — HELLO, READY, GUILD_CREATE and
+// its guild, roles, channels, threads, emojis, stickers and members,
+// MESSAGE_CREATE, INTERACTION_CREATE, the user, the application, messages
+// and GET gateway/bot — carries every field Discord's documentation marks
+// as always present, with its types and nullability, checked by
+// TestPayloadsHaveDocumentedFields against a table taken from the
+// documentation. Roles carry colors; INTERACTION_CREATE carries the
+// partial guild and channel, attachment_size_limit,
+// authorizing_integration_owners (the guild install only: {"0": guild id},
+// "0" in a DM), entitlements, app_permissions, locale, guild_locale and
+// context; data.guild_id is set only for a command registered in the
+// guild. READY's v is the URL's version. TestForeignClient drives a
+// gateway client written from Discord's documentation alone (zlib-stream,
+// 4 shards, heartbeats, an interaction answered by callback) against the
+// fake. ThreadsPerGuild, EmojisPerGuild
+// and StickersPerGuild add those objects to GUILD_CREATE.
+//
+// Deliberately left out: encoding=etf and compress=zstd-stream; optional
+// fields for state the fake does not model — role tags (no managed bot
+// role), emoji user, a thread's member and applied_tags (the bot joins no
+// thread, there are no forums), guild member avatar_decoration_data and
+// collectibles, user banner, accent_color, avatar_decoration_data,
+// collectibles and primary_guild, message reactions, nonce, references,
+// stickers and polls, interaction data.resolved (options carry values
+// only), application install_params, custom_install_url, guild, cover image
+// and event webhooks, and the guild fields that only GET users/@me/guilds,
+// invites or templates return (owner, permissions, approximate counts,
+// welcome_screen, icon_hash, region); presences, voice states, stage
+// instances, scheduled events and soundboard sounds are always empty lists;
+// fields Discord sends without documenting them (clan, hub_type, ...) are
+// left out, except the few discordgo reads (lazy, session_type, _trace).
 //
 // # Faults
 //

@@ -29,8 +29,8 @@ const (
 type frame struct {
 	data   []byte
 	sess   *session // set for dispatches: counts as delivered to it
-	raw    bool     // send as is: never compressed (malformed frames, HELLO)
-	binary bool     // with raw: a binary message
+	raw    bool     // never payload-compressed (malformed frames, HELLO); still in a zlib-stream
+	binary bool     // with raw: a binary message sent as is, outside any zlib-stream
 	close  bool     // a close frame with code and data as the reason
 	code   int
 	drop   bool // close TCP at once, no close frame
@@ -41,12 +41,15 @@ type frame struct {
 // that sends to a client ever blocks on it.
 //
 // Locking: sess, live and closing are guarded by Server.mu; the queue by
-// qmu. compress and closingFlag are atomics read by the writer and reader.
+// qmu. compress and closingFlag are atomics read by the writer and reader;
+// stream is set before the connection is served and never changes.
 type conn struct {
-	id     uint64
-	srv    *Server
-	ws     *websocket.Conn
-	opened time.Time
+	id      uint64
+	srv     *Server
+	ws      *websocket.Conn
+	opened  time.Time
+	stream  bool // compress=zlib-stream: every message goes through one zlib stream
+	version int  // the URL's v (9 or 10; 10 when absent): READY's v
 
 	sess        *session
 	live        bool
@@ -75,8 +78,16 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "discordtest: encoding="+e+" is not supported; use json", http.StatusBadRequest)
 		return
 	}
-	if c := q.Get("compress"); c != "" {
-		http.Error(w, "discordtest: transport compression ("+c+") is not supported; per-frame zlib is", http.StatusBadRequest)
+	// Discord offers zlib-stream and zstd-stream and documents no answer to
+	// other values; the fake serves zlib-stream and refuses the upgrade for
+	// the rest (zstd needs a library outside the standard one).
+	stream := false
+	switch c := q.Get("compress"); c {
+	case "":
+	case "zlib-stream":
+		stream = true
+	default:
+		http.Error(w, "discordtest: transport compression "+c+" is not supported; use zlib-stream", http.StatusBadRequest)
 		return
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
@@ -98,9 +109,14 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		srv:        s,
 		ws:         ws,
 		opened:     now,
+		stream:     stream,
+		version:    10,
 		wake:       make(chan struct{}, 1),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
+	}
+	if v, err := strconv.Atoi(q.Get("v")); err == nil {
+		c.version = v
 	}
 	s.conns[c] = struct{}{}
 	delay := s.helloDelay
@@ -314,8 +330,11 @@ func (c *conn) writeLoop() {
 		batch  []frame
 		counts = make(map[string]int64)
 		zbuf   bytes.Buffer
-		zw     *zlib.Writer
+		zw     *zlib.Writer // per message, or the connection's stream
 	)
+	if c.stream {
+		zw = zlib.NewWriter(&zbuf)
+	}
 	for {
 		c.qmu.Lock()
 		batch, c.queue = c.queue, batch[:0]
@@ -354,6 +373,13 @@ func (c *conn) writeLoop() {
 				return
 			case f.raw && f.binary:
 				err = c.ws.WriteMessage(websocket.BinaryMessage, f.data)
+			case c.stream:
+				// One zlib stream for the connection; a sync flush ends
+				// each message with 00 00 ff ff.
+				zbuf.Reset()
+				zw.Write(f.data)
+				zw.Flush()
+				err = c.ws.WriteMessage(websocket.BinaryMessage, zbuf.Bytes())
 			case !f.raw && c.compress.Load():
 				zbuf.Reset()
 				if zw == nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,8 +205,59 @@ type payload struct {
 
 // rawClient is a bare gorilla gateway client.
 type rawClient struct {
-	t  *testing.T
-	ws *websocket.Conn
+	t      *testing.T
+	ws     *websocket.Conn
+	stream *zstream // compress=zlib-stream
+}
+
+// zstream inflates a zlib-stream connection: one zlib reader across all
+// messages, fed message by message from the websocket, as Discord's
+// documentation describes. It is the io.ByteReader under that reader, so
+// flate reads no further than the message it decodes.
+type zstream struct {
+	ws      *websocket.Conn
+	buf     []byte
+	binary  bool  // every message so far was binary
+	badTail error // a message did not end in 00 00 ff ff
+	dec     *json.Decoder
+}
+
+var zlibSuffix = []byte{0, 0, 0xff, 0xff}
+
+func (z *zstream) fill() error {
+	for len(z.buf) == 0 {
+		z.ws.SetReadDeadline(time.Now().Add(waitTimeout))
+		mt, b, err := z.ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if mt != websocket.BinaryMessage {
+			z.binary = false
+		}
+		if !bytes.HasSuffix(b, zlibSuffix) && z.badTail == nil {
+			z.badTail = fmt.Errorf("message of %d bytes does not end in 00 00 ff ff: % x", len(b), b[max(0, len(b)-8):])
+		}
+		z.buf = b
+	}
+	return nil
+}
+
+func (z *zstream) Read(p []byte) (int, error) {
+	if err := z.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, z.buf)
+	z.buf = z.buf[n:]
+	return n, nil
+}
+
+func (z *zstream) ReadByte() (byte, error) {
+	if err := z.fill(); err != nil {
+		return 0, err
+	}
+	b := z.buf[0]
+	z.buf = z.buf[1:]
+	return b, nil
 }
 
 // dialRaw connects to srv's gateway and returns after HELLO.
@@ -230,7 +282,11 @@ func dialRawNoHello(t *testing.T, srv *Server, query string) *rawClient {
 		t.Fatalf("dial gateway: %v", err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	return &rawClient{t: t, ws: ws}
+	c := &rawClient{t: t, ws: ws}
+	if strings.Contains(query, "compress=zlib-stream") {
+		c.stream = &zstream{ws: ws, binary: true}
+	}
+	return c
 }
 
 func (c *rawClient) send(v any) {
@@ -252,6 +308,21 @@ func (c *rawClient) sendRaw(mt int, b []byte) {
 
 // next reads one frame; it returns the close error, if any.
 func (c *rawClient) next() (payload, error) {
+	if z := c.stream; z != nil {
+		if z.dec == nil {
+			zr, err := zlib.NewReader(z) // reads the stream's header from the first message
+			if err != nil {
+				return payload{}, fmt.Errorf("zlib-stream: %w", err)
+			}
+			z.dec = json.NewDecoder(zr)
+		}
+		var p payload
+		if err := z.dec.Decode(&p); err != nil {
+			return p, err
+		}
+		p.Binary = z.binary
+		return p, z.badTail
+	}
 	c.ws.SetReadDeadline(time.Now().Add(waitTimeout))
 	mt, b, err := c.ws.ReadMessage()
 	if err != nil {

@@ -220,7 +220,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	s.sessions[ss.id] = ss
 	ss.mu.Lock()
 	ss.conn, c.sess, c.live = c, ss, true
-	if s.opts.Compress && d.Compress {
+	if s.opts.Compress && d.Compress && !c.stream { // transport compression disables payload compression
 		c.compress.Store(true)
 	}
 	ir.Outcome, ir.SessionID = OutcomeReady, ss.id
@@ -231,7 +231,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	s.mu.Unlock()
 
 	c.ws.SetReadDeadline(at.Add(s.heartbeatTimeout()))
-	ss.dispatchLocked("READY", s.readyPayload(ss))
+	ss.dispatchLocked("READY", s.readyPayload(ss, c.version))
 	ss.mu.Unlock()
 	threshold := d.LargeThreshold
 	if threshold < 50 || threshold > 250 {

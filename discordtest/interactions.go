@@ -106,9 +106,9 @@ func (s *Server) Interact(ctx context.Context, in Interaction) (Reply, error) {
 		s.mu.Unlock()
 		return Reply{}, errors.New("interact: server closed")
 	}
-	cmdID := s.commandIDLocked(in.GuildID, in.Command)
+	cmdID, guildCmd := s.commandIDLocked(in.GuildID, in.Command)
 	if cmdID == "" {
-		cmdID = s.ids.next()
+		cmdID = s.ids.next() // not registered: taken for a global command
 	}
 	var targets []*session
 	var ids []string
@@ -127,7 +127,7 @@ func (s *Server) Interact(ctx context.Context, in Interaction) (Reply, error) {
 	}
 	// Dispatch while holding s.mu: once the record shows the interaction,
 	// every target has it queued (or kept for replay).
-	d := s.interactionPayload(p, in, user, cmdID, opts)
+	d := s.interactionPayload(p, in, k, user, cmdID, guildCmd, opts)
 	p.sentAt = time.Now()
 	s.pending[p.id] = p
 	s.rec.interaction(InteractionRecord{ID: p.id, GuildID: in.GuildID, Shard: shard, Command: in.Command,
@@ -179,24 +179,52 @@ func optionsJSON(in []Option) ([]map[string]any, error) {
 	return out, nil
 }
 
-// interactionPayload is INTERACTION_CREATE's d. Ids are strings, and so are
-// app_permissions and member.permissions (numbers break discordgo).
-func (s *Server) interactionPayload(p *pendingInteraction, in Interaction, user userJSON, cmdID string, opts []map[string]any) []byte {
+// attachmentSizeLimit is attachment_size_limit: 10 MiB, the limit of a
+// guild without boosts and of DMs.
+const attachmentSizeLimit = 10 << 20
+
+// interactionPayload is INTERACTION_CREATE's d for a slash command in guild
+// k (-1: a DM with the bot). Ids are strings, and so are app_permissions
+// and member.permissions (numbers break discordgo). data.guild_id is there
+// only for a command registered in the guild, as on Discord: a client
+// takes a global command carrying it for an unknown guild command.
+// authorizing_integration_owners has the guild install only ({"0": guild
+// id}, or "0" in a DM with the bot): the fake's application is installed
+// to guilds, not to users.
+func (s *Server) interactionPayload(p *pendingInteraction, in Interaction, k int, user userJSON, cmdID string, guildCmd bool, opts []map[string]any) []byte {
+	data := map[string]any{"id": cmdID, "name": in.Command, "type": 1, "options": opts}
 	d := map[string]any{
 		"id": p.id, "application_id": s.opts.ApplicationID, "type": 2, "token": p.token, "version": 1,
 		"channel_id": p.channel, "locale": "en-US", "app_permissions": everyonePermissions,
-		"entitlements": []any{},
-		"data":         map[string]any{"id": cmdID, "name": in.Command, "type": 1, "options": opts},
+		"entitlements": []any{}, "attachment_size_limit": attachmentSizeLimit, "data": data,
 	}
 	if in.GuildID != "" {
+		if guildCmd {
+			data["guild_id"] = in.GuildID
+		}
+		ch := s.channelObject(k, 0)
+		for j := range s.opts.ChannelsPerGuild {
+			if strconv.FormatUint(channelID(k, j), 10) == p.channel {
+				ch = s.channelObject(k, j)
+			}
+		}
+		ch.ID = p.channel // a channel the guild does not list is taken for its first
+		d["channel"] = struct {
+			channelJSON
+			Permissions string `json:"permissions"`
+		}{ch, everyonePermissions}
 		d["guild_id"] = in.GuildID
+		d["guild"] = map[string]any{"id": in.GuildID, "locale": "en-US", "features": []string{}}
 		d["guild_locale"] = "en-US"
 		d["context"] = 0
+		d["authorizing_integration_owners"] = map[string]string{"0": in.GuildID}
 		d["member"] = memberJSON{User: user, Roles: []string{}, JoinedAt: s.joinedAt(), Permissions: "8"}
-		d["data"].(map[string]any)["guild_id"] = in.GuildID
 	} else {
+		d["channel"] = map[string]any{"id": p.channel, "type": 1, "last_message_id": nil, "flags": 0,
+			"recipients": []userJSON{user}}
 		d["user"] = user
 		d["context"] = 1
+		d["authorizing_integration_owners"] = map[string]string{"0": "0"}
 	}
 	b, _ := json.Marshal(d)
 	return b

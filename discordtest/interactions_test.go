@@ -1,6 +1,7 @@
 package discordtest
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -174,5 +175,55 @@ func TestInteractNoSession(t *testing.T) {
 	var ns noSessionError
 	if !errors.As(err, &ns) {
 		t.Fatalf("Interact without sessions: %v", err)
+	}
+}
+
+// data.guild_id is set only for a command registered in the interaction's
+// guild: a client takes a global command carrying it for a guild command
+// it does not know (disnake then overwrites the guild's commands).
+func TestInteractionCommandScope(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 1})
+	guild := srv.GuildIDs()[0]
+	app := "/api/v10/applications/" + srv.ApplicationID()
+	for path, name := range map[string]string{app + "/commands": "global", app + "/guilds/" + guild + "/commands": "local"} {
+		if resp, b := restDo(t, srv, "PUT", path, bot(srv), []map[string]any{{"name": name, "description": "d"}}); resp.StatusCode != 200 {
+			t.Fatalf("PUT %s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	c := dialRaw(t, srv, "")
+	c.identify(srv, 0, 1)
+	c.readUntil(0, "GUILD_CREATE")
+	for _, tc := range []struct {
+		command, guildID string
+	}{{"global", ""}, {"local", guild}, {"unregistered", ""}} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := srv.Interact(testContext(t), Interaction{GuildID: guild, Command: tc.command})
+			done <- err
+		}()
+		p := c.readUntil(0, "INTERACTION_CREATE")
+		var d struct {
+			ID, Token string
+			Data      map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(p.D, &d); err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if raw, ok := d.Data["guild_id"]; ok {
+			json.Unmarshal(raw, &got)
+		}
+		if got != tc.guildID {
+			t.Errorf("%s command: data.guild_id %q, want %q", tc.command, got, tc.guildID)
+		}
+		resp, b := restDo(t, srv, "POST", "/api/v10/interactions/"+d.ID+"/"+d.Token+"/callback", "",
+			map[string]any{"type": 4, "data": map[string]any{"content": "ok"}})
+		if resp.StatusCode != 204 {
+			t.Fatalf("callback: %d %s", resp.StatusCode, b)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Payloads of READY and GUILD_CREATE, and the steady MESSAGE_CREATE stream
-// of Options.EventRate.
+// Payloads of READY and MESSAGE_CREATE, the user object, and the steady
+// MESSAGE_CREATE stream of Options.EventRate. GUILD_CREATE is in guild.go.
 
 // loadTick is how often the generator tops up every live session's stream;
 // maxBacklog bounds the frames it leaves queued for one slow client (events
@@ -18,6 +18,8 @@ const (
 	maxBacklog = 4096
 )
 
+// userJSON is a user object: the fields Discord always sends, and bot for
+// bots.
 type userJSON struct {
 	ID            string  `json:"id"`
 	Username      string  `json:"username"`
@@ -25,10 +27,24 @@ type userJSON struct {
 	GlobalName    *string `json:"global_name"`
 	Avatar        *string `json:"avatar"`
 	Bot           bool    `json:"bot,omitempty"`
+	PublicFlags   int     `json:"public_flags"`
 }
 
 func (s *Server) botUser() userJSON {
 	return userJSON{ID: s.opts.ApplicationID, Username: "discordtest", Discriminator: "0", Bot: true}
+}
+
+// selfUserJSON is the bot's own user, as READY and GET users/@me show it.
+type selfUserJSON struct {
+	userJSON
+	Verified   bool    `json:"verified"`
+	MFAEnabled bool    `json:"mfa_enabled"`
+	Flags      int     `json:"flags"`
+	Email      *string `json:"email"`
+}
+
+func (s *Server) selfUser() selfUserJSON {
+	return selfUserJSON{userJSON: s.botUser(), Verified: true}
 }
 
 func genUser(j int) userJSON {
@@ -52,9 +68,10 @@ func (s *Server) applicationFlags() int {
 	return f
 }
 
-// readyPayload is READY's d: the user, the shard's guilds as unavailable, a
-// session id, resume_gateway_url, shard and application.
-func (s *Server) readyPayload(ss *session) []byte {
+// readyPayload is READY's d for gateway version v: the user, the shard's
+// guilds as unavailable, a session id, resume_gateway_url, shard and
+// application.
+func (s *Server) readyPayload(ss *session, v int) []byte {
 	type unavailable struct {
 		ID          string `json:"id"`
 		Unavailable bool   `json:"unavailable"`
@@ -70,7 +87,7 @@ func (s *Server) readyPayload(ss *session) []byte {
 	}
 	b, _ := json.Marshal(struct {
 		V                int           `json:"v"`
-		User             userJSON      `json:"user"`
+		User             selfUserJSON  `json:"user"`
 		Guilds           []unavailable `json:"guilds"`
 		SessionID        string        `json:"session_id"`
 		SessionType      string        `json:"session_type"`
@@ -85,133 +102,11 @@ func (s *Server) readyPayload(ss *session) []byte {
 		UserSettings     struct{}      `json:"user_settings"`
 		Trace            []string      `json:"_trace"`
 	}{
-		V: 9, User: s.botUser(), Guilds: guilds, SessionID: ss.id, SessionType: "normal",
+		V: v, User: s.selfUser(), Guilds: guilds, SessionID: ss.id, SessionType: "normal",
 		ResumeGatewayURL: s.wsURL, Shard: [2]int{ss.shard, ss.count},
 		Application:     application{ID: s.opts.ApplicationID, Flags: s.applicationFlags()},
 		PrivateChannels: []struct{}{}, Relationships: []struct{}{}, Presences: []struct{}{},
 		GuildJoinReqs: []struct{}{}, RTCRegions: []string{"local"}, Trace: []string{"discordtest"},
-	})
-	return b
-}
-
-type roleJSON struct {
-	ID           string  `json:"id"`
-	Name         string  `json:"name"`
-	Color        int     `json:"color"`
-	Hoist        bool    `json:"hoist"`
-	Icon         *string `json:"icon"`
-	UnicodeEmoji *string `json:"unicode_emoji"`
-	Position     int     `json:"position"`
-	Permissions  string  `json:"permissions"`
-	Managed      bool    `json:"managed"`
-	Mentionable  bool    `json:"mentionable"`
-	Flags        int     `json:"flags"`
-}
-
-type channelJSON struct {
-	ID                   string     `json:"id"`
-	Type                 int        `json:"type"`
-	GuildID              string     `json:"guild_id"`
-	Name                 string     `json:"name"`
-	Position             int        `json:"position"`
-	PermissionOverwrites []struct{} `json:"permission_overwrites"`
-	Topic                *string    `json:"topic"`
-	NSFW                 bool       `json:"nsfw"`
-	LastMessageID        *string    `json:"last_message_id"`
-	RateLimitPerUser     int        `json:"rate_limit_per_user"`
-	ParentID             *string    `json:"parent_id"`
-	Flags                int        `json:"flags"`
-}
-
-type memberJSON struct {
-	User                       userJSON `json:"user"`
-	Nick                       *string  `json:"nick"`
-	Avatar                     *string  `json:"avatar"`
-	Roles                      []string `json:"roles"`
-	JoinedAt                   string   `json:"joined_at"`
-	PremiumSince               *string  `json:"premium_since"`
-	Deaf                       bool     `json:"deaf"`
-	Mute                       bool     `json:"mute"`
-	Flags                      int      `json:"flags"`
-	Pending                    bool     `json:"pending"`
-	CommunicationDisabledUntil *string  `json:"communication_disabled_until"`
-	Permissions                string   `json:"permissions,omitempty"` // in interactions only
-}
-
-// everyonePermissions is Discord's default for @everyone.
-const everyonePermissions = "1071698660929"
-
-// joinedAt is every member's joined_at: when the server started.
-func (s *Server) joinedAt() string { return s.joined }
-
-// guildCreate is GUILD_CREATE's d for guild k: ChannelsPerGuild text
-// channels, RolesPerGuild roles (the first is @everyone) and
-// MembersPerGuild members (the first is the bot), each member with a user
-// and an RFC 3339 joined_at.
-func (s *Server) guildCreate(k, largeThreshold int) []byte {
-	o := s.opts
-	gid := strconv.FormatUint(guildID(k), 10)
-	joined := s.joinedAt()
-	roles := make([]roleJSON, o.RolesPerGuild)
-	for j := range roles {
-		roles[j] = roleJSON{ID: strconv.FormatUint(roleID(k, j, o.ChannelsPerGuild), 10),
-			Name: "role-" + strconv.Itoa(j), Position: j, Permissions: "0"}
-	}
-	roles[0].Name, roles[0].Permissions = "@everyone", everyonePermissions
-	channels := make([]channelJSON, o.ChannelsPerGuild)
-	for j := range channels {
-		channels[j] = channelJSON{ID: strconv.FormatUint(channelID(k, j), 10), GuildID: gid,
-			Name: "channel-" + strconv.Itoa(j), Position: j, PermissionOverwrites: []struct{}{}}
-	}
-	members := make([]memberJSON, o.MembersPerGuild)
-	for j := range members {
-		u := genUser(j)
-		if j == 0 {
-			u = s.botUser()
-		}
-		members[j] = memberJSON{User: u, Roles: []string{}, JoinedAt: joined}
-	}
-	system := channels[0].ID
-	b, _ := json.Marshal(struct {
-		ID                          string        `json:"id"`
-		Name                        string        `json:"name"`
-		Icon                        *string       `json:"icon"`
-		Description                 *string       `json:"description"`
-		OwnerID                     string        `json:"owner_id"`
-		AFKTimeout                  int           `json:"afk_timeout"`
-		VerificationLevel           int           `json:"verification_level"`
-		DefaultMessageNotifications int           `json:"default_message_notifications"`
-		ExplicitContentFilter       int           `json:"explicit_content_filter"`
-		MFALevel                    int           `json:"mfa_level"`
-		NSFWLevel                   int           `json:"nsfw_level"`
-		PremiumTier                 int           `json:"premium_tier"`
-		PreferredLocale             string        `json:"preferred_locale"`
-		SystemChannelID             string        `json:"system_channel_id"`
-		Features                    []string      `json:"features"`
-		Roles                       []roleJSON    `json:"roles"`
-		Emojis                      []struct{}    `json:"emojis"`
-		Stickers                    []struct{}    `json:"stickers"`
-		JoinedAt                    string        `json:"joined_at"`
-		Large                       bool          `json:"large"`
-		Unavailable                 bool          `json:"unavailable"`
-		MemberCount                 int           `json:"member_count"`
-		VoiceStates                 []struct{}    `json:"voice_states"`
-		Members                     []memberJSON  `json:"members"`
-		Channels                    []channelJSON `json:"channels"`
-		Threads                     []struct{}    `json:"threads"`
-		Presences                   []struct{}    `json:"presences"`
-		StageInstances              []struct{}    `json:"stage_instances"`
-		ScheduledEvents             []struct{}    `json:"guild_scheduled_events"`
-		MaxMembers                  int           `json:"max_members"`
-		Lazy                        bool          `json:"lazy"`
-	}{
-		ID: gid, Name: "guild-" + strconv.Itoa(k), OwnerID: strconv.FormatUint(userID(0), 10),
-		AFKTimeout: 300, PreferredLocale: "en-US", SystemChannelID: system, Features: []string{},
-		Roles: roles, Emojis: []struct{}{}, Stickers: []struct{}{}, JoinedAt: joined,
-		Large: o.MembersPerGuild > largeThreshold, MemberCount: o.MembersPerGuild,
-		VoiceStates: []struct{}{}, Members: members, Channels: channels, Threads: []struct{}{},
-		Presences: []struct{}{}, StageInstances: []struct{}{}, ScheduledEvents: []struct{}{},
-		MaxMembers: 500000, Lazy: true,
 	})
 	return b
 }
@@ -238,7 +133,7 @@ func (s *Server) messageCreate(b []byte, id string, k, n int, ts string) []byte 
 	b = strconv.AppendUint(b, userID(author), 10)
 	b = append(b, `","username":"user-`...)
 	b = strconv.AppendInt(b, int64(author), 10)
-	b = append(b, `","discriminator":"0","global_name":null,"avatar":null},"attachments":[],"guild_id":"`...)
+	b = append(b, `","discriminator":"0","global_name":null,"avatar":null,"public_flags":0},"attachments":[],"channel_type":0,"guild_id":"`...)
 	b = strconv.AppendUint(b, gid, 10)
 	b = append(b, `"}`...)
 	return b

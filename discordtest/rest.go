@@ -232,21 +232,26 @@ func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) getMe(w http.ResponseWriter, _ *http.Request) {
-	u := s.botUser()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"id": u.ID, "username": u.Username, "discriminator": u.Discriminator, "global_name": nil,
-		"avatar": nil, "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
-	})
+	writeJSON(w, http.StatusOK, s.selfUser())
 }
 
 // getApplication is the current application (GET applications/@me, and
 // its older form under oauth2/), which a bot reads for its id before it
-// registers commands.
+// registers commands. Its owner is generated user 0, who owns every guild;
+// there is no team.
 func (s *Server) getApplication(w http.ResponseWriter, _ *http.Request) {
 	u := s.botUser()
+	owner := genUser(0)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": s.opts.ApplicationID, "name": u.Username, "icon": nil, "description": "a fake Discord's application",
-		"bot_public": true, "bot_require_code_grant": false, "verify_key": "0000", "flags": 0, "bot": u,
+		"summary": "", "type": nil, "bot_public": true, "bot_require_code_grant": false,
+		"verify_key": strings.Repeat("0", 64), "team": nil, "flags": s.applicationFlags(), "bot": u,
+		"owner": map[string]any{"id": owner.ID, "username": owner.Username, "discriminator": owner.Discriminator,
+			"global_name": owner.GlobalName, "avatar": nil, "flags": 0, "public_flags": 0},
+		"rpc_origins": []string{}, "redirect_uris": []string{}, "interactions_endpoint_url": nil,
+		"role_connections_verification_url": nil, "tags": []string{},
+		"approximate_guild_count": s.opts.Guilds, "approximate_user_install_count": 0,
+		"integration_types_config": map[string]any{"0": map[string]any{}},
 	})
 }
 

@@ -70,6 +70,9 @@ type Options struct {
 	// Payload sizes of GUILD_CREATE. Zero means 1: one text channel, the
 	// @everyone role and the bot's own member.
 	ChannelsPerGuild, RolesPerGuild, MembersPerGuild int
+	// More objects in GUILD_CREATE; zero means none: public threads in the
+	// first channel, custom emojis and guild stickers.
+	ThreadsPerGuild, EmojisPerGuild, StickersPerGuild int
 	// EventRate is the number of MESSAGE_CREATE dispatches per second sent
 	// to every live session (0 = none). SetEventRate changes it later.
 	EventRate float64
@@ -223,6 +226,8 @@ func withDefaults(o Options) (Options, error) {
 		{"heartbeat interval", int64(o.HeartbeatInterval)}, {"max guilds per shard", int64(o.MaxGuildsPerShard)},
 		{"channels per guild", int64(o.ChannelsPerGuild)}, {"roles per guild", int64(o.RolesPerGuild)},
 		{"members per guild", int64(o.MembersPerGuild)}, {"rest rate limit", int64(o.RESTRateLimit)},
+		{"threads per guild", int64(o.ThreadsPerGuild)}, {"emojis per guild", int64(o.EmojisPerGuild)},
+		{"stickers per guild", int64(o.StickersPerGuild)},
 	} {
 		if c.v < 0 {
 			return o, fmt.Errorf("%s must not be negative, got %d", c.name, c.v)
@@ -271,8 +276,8 @@ func withDefaults(o Options) (Options, error) {
 	if o.Guilds > maxGuilds {
 		return o, fmt.Errorf("guilds must be at most %d, got %d", maxGuilds, o.Guilds)
 	}
-	if o.ChannelsPerGuild+o.RolesPerGuild > maxGuildChildren {
-		return o, fmt.Errorf("channels plus roles per guild must be at most %d", maxGuildChildren)
+	if o.ChannelsPerGuild+o.RolesPerGuild+o.ThreadsPerGuild+o.EmojisPerGuild+o.StickersPerGuild > maxGuildChildren {
+		return o, fmt.Errorf("channels, roles, threads, emojis and stickers per guild must be at most %d in all", maxGuildChildren)
 	}
 	if o.PrivilegedIntents&^privilegedIntents != 0 {
 		return o, fmt.Errorf("privileged intents %d include non-privileged bits %d",

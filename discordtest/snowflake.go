@@ -85,6 +85,12 @@ func roleID(k, j, channels int) uint64 {
 	return guildID(k) + 1 + uint64(channels) + uint64(j)
 }
 
+// extraID is the id of the n-th thread, emoji or sticker of guild k: after
+// its channels and roles.
+func extraID(k, n, channels, roles int) uint64 {
+	return guildID(k) + 1 + uint64(channels) + uint64(roles) + uint64(n)
+}
+
 // userID is the id of generated user j; the same users are members of
 // every guild.
 func userID(j int) uint64 { return uint64(userBase)<<snowflakeShift + uint64(j) }
