@@ -72,8 +72,11 @@ func (b *Bot) Command(cmd *discordgo.ApplicationCommand, fn CommandFunc) {
 }
 
 // Handle adds a discordgo event handler (any function discordgo's
-// Session.AddHandler takes), added to every shard's session. Handlers run in
-// their own goroutines, as in discordgo.
+// Session.AddHandler takes), added to every shard's session. Each call runs
+// in a goroutine of its own, as in discordgo by default, in no fixed order
+// with the calls for other events; a handler may block without holding up
+// the shard. (The sessions set SyncEvents for shardvisor's own handlers:
+// the bot's must not set it back.)
 func (b *Bot) Handle(handler any) { b.handlers = append(b.handlers, handler) }
 
 // Commands returns the slash commands, for registration with Discord.

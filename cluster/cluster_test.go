@@ -48,6 +48,18 @@ type fixture struct {
 // startCluster runs a cluster of the given shards against a fake Discord.
 func startCluster(t *testing.T, opts discordtest.Options, shards []int, mod ...func(*Config)) *fixture {
 	t.Helper()
+	return startClusterWith(t, opts, shards, setup{}, mod...)
+}
+
+// setup is what startClusterWith does before the cluster starts.
+type setup struct {
+	arm func(*discordtest.Server) // if not nil, arms the fake's faults
+	bot func(*Bot)                // if not nil, adds to the bot
+}
+
+// startClusterWith is startCluster with setup.
+func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su setup, mod ...func(*Config)) *fixture {
+	t.Helper()
 	if opts.IdentifyInterval == 0 {
 		opts.IdentifyInterval = interval
 		opts.IdentifyTolerance = tolerance
@@ -60,6 +72,9 @@ func startCluster(t *testing.T, opts discordtest.Options, shards []int, mod ...f
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fake.Close() })
+	if su.arm != nil {
+		su.arm(fake)
+	}
 	fo := fake.Options()
 	q, err := identify.New(identify.Config{MaxConcurrency: fo.MaxConcurrency, Interval: fo.IdentifyInterval}, nil, nil)
 	if err != nil {
@@ -79,6 +94,9 @@ func startCluster(t *testing.T, opts discordtest.Options, shards []int, mod ...f
 	reg := prometheus.NewPedanticRegistry()
 	bot := NewBot()
 	bot.Command(Ping())
+	if su.bot != nil {
+		su.bot(bot)
+	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := New(cfg, bot, log, reg)
 	if err != nil {

@@ -36,11 +36,8 @@ type shard struct {
 	heartbeat    time.Time // when the gate saw the last heartbeat go out
 	latency      time.Duration
 	deadline     time.Time // connect must complete by then; zero: not connecting
-	guilds       map[string]struct{}
-	tracking     bool                // waiting for the GUILD_CREATEs of READY's guilds
-	pending      map[string]struct{} // READY's guilds not yet created
-	early        map[string]struct{} // GUILD_CREATEs whose handler ran before READY's
-	guildTimer   *time.Timer
+	guilds       readiness
+	guildTimer   *time.Timer // the guild-ready timeout of the last READY
 	counts       shardCounts
 }
 
@@ -54,8 +51,24 @@ type shardCounts struct {
 
 func newShard(c *Cluster, id int) *shard {
 	sh := &shard{id: id, c: c, log: c.log.With("shard_id", id), disconnected: make(chan struct{}, 1),
-		state: wire.ShardDown, since: time.Now(), guilds: map[string]struct{}{}}
+		state: wire.ShardDown, since: time.Now()}
 	s, _ := discordgo.New("Bot " + c.cfg.Token.Reveal()) // never fails
+	// discordgo runs each handler in a goroutine of its own unless
+	// SyncEvents, so that a GUILD_CREATE's handler could run before its
+	// READY's, or an old session's after the next one's READY, and the
+	// shard's readiness would depend on the scheduler (issue 16). With
+	// SyncEvents every handler runs in the goroutine that reads the frames,
+	// in the gateway's order, and after the IDENTIFY that the gate reports
+	// from the same goroutine (or from Open, before it reads READY). Only
+	// the shard's own handlers below run there: they are quick and never
+	// block (a slow one would hold up the reading of heartbeat ACKs, and
+	// discordgo would take the connection for a zombie). Everything else,
+	// interactions and the bot's handlers, is started in a goroutine of its
+	// own, as discordgo would have done (inGoroutine). One window is left:
+	// when discordgo's heartbeat goroutine closes a zombie connection while
+	// the reading goroutine is in a frame's handlers, those finish
+	// concurrently with the next connection's start, for that one frame.
+	s.SyncEvents = true
 	s.ShardID, s.ShardCount = id, c.cfg.ShardCount
 	s.Identify.Intents = c.cfg.Intents
 	s.ShouldReconnectOnError = false
@@ -94,11 +107,7 @@ func newShard(c *Cluster, id int) *shard {
 		s.State.RLock()
 		id, outage := g.ID, g.Unavailable
 		s.State.RUnlock()
-		if !outage { // an outage keeps the guild; a removal does not
-			sh.mu.Lock()
-			delete(sh.guilds, id)
-			sh.mu.Unlock()
-		}
+		sh.onGuildDelete(id, outage)
 	})
 	s.AddHandler(func(_ *discordgo.Session, e *discordgo.Event) {
 		sh.mu.Lock()
@@ -107,10 +116,10 @@ func newShard(c *Cluster, id int) *shard {
 		c.metrics.event(e.Type)
 	})
 	s.AddHandler(func(s *discordgo.Session, i *discordgo.InteractionCreate) {
-		c.bot.dispatch(c.ctx, c.log, c.metrics, s, sh.id, i)
+		go c.bot.dispatch(c.ctx, c.log, c.metrics, s, sh.id, i)
 	})
 	for _, h := range c.bot.handlers {
-		s.AddHandler(h)
+		s.AddHandler(inGoroutine(h))
 	}
 	return sh
 }
@@ -278,7 +287,10 @@ func (sh *shard) identifySent(_ bool, at time.Time) {
 	if sh.counts.sessionStarts > 1 { // every IDENTIFY after the first starts a new session
 		sh.counts.reidentifies++
 	}
-	sh.early = nil // GUILD_CREATEs seen so far belong to an older session
+	sh.guilds.identify() // a new session: the old one's guilds will not come
+	if sh.guildTimer != nil {
+		sh.guildTimer.Stop()
+	}
 	if sh.deadline.IsZero() {
 		sh.deadline = time.Now().Add(sh.c.cfg.ShardConnectTimeout)
 	}
@@ -302,64 +314,57 @@ func (sh *shard) invalidSessionWait() time.Duration {
 	return jitter(sh.c.cfg.MinInvalidSessionWait, sh.c.cfg.MaxInvalidSessionWait)
 }
 
-// Readiness: READY, then a GUILD_CREATE for each guild it listed (or the
-// guild-ready timeout). discordgo runs each handler in its own goroutine, so
-// a GUILD_CREATE's handler can run before READY's: those are kept in early.
+// Readiness (see readiness): READY, then each guild it listed settled, or
+// the guild-ready timeout. These run in discordgo's reading goroutine, in
+// the order of the frames (see newShard).
 
 func (sh *shard) onReady(guilds []string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.hasSession = true
 	sh.deadline = time.Time{}
-	sh.guilds = make(map[string]struct{}, len(guilds))
-	sh.pending = map[string]struct{}{}
-	for _, id := range guilds {
-		sh.guilds[id] = struct{}{}
-		if _, seen := sh.early[id]; !seen {
-			sh.pending[id] = struct{}{}
-		}
-	}
-	sh.early = nil
-	sh.tracking = true
-	if len(sh.pending) == 0 {
-		sh.becomeReadyLocked()
-		return
-	}
-	sh.setStateLocked(wire.ShardIdentifying)
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()
 	}
-	sh.guildTimer = time.AfterFunc(sh.c.cfg.GuildReadyTimeout, func() {
-		sh.mu.Lock()
-		defer sh.mu.Unlock()
-		if sh.tracking {
-			sh.log.Warn("guilds missing after the guild-ready timeout; counting the shard as ready",
-				"missing", len(sh.pending), "guild_ready_timeout", sh.c.cfg.GuildReadyTimeout)
-			sh.becomeReadyLocked()
-		}
-	})
+	done, gen := sh.guilds.ready(guilds)
+	if done {
+		sh.setStateLocked(wire.ShardReady)
+		return
+	}
+	sh.setStateLocked(wire.ShardIdentifying)
+	sh.guildTimer = time.AfterFunc(sh.c.cfg.GuildReadyTimeout, func() { sh.guildReadyTimeout(gen) })
+}
+
+// guildReadyTimeout ends the wait for the guilds of READY generation gen,
+// unless a later IDENTIFY or READY made it stale: Stop cannot take back a
+// timer whose function has already started.
+func (sh *shard) guildReadyTimeout(gen uint64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if missing, ended := sh.guilds.timeout(gen); ended {
+		sh.log.Warn("guilds missing after the guild-ready timeout; counting the shard as ready",
+			"missing", missing, "guild_ready_timeout", sh.c.cfg.GuildReadyTimeout)
+		sh.setStateLocked(wire.ShardReady)
+	}
 }
 
 func (sh *shard) onGuildCreate(id string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.guilds[id] = struct{}{}
-	switch {
-	case sh.tracking:
-		delete(sh.pending, id)
-		if len(sh.pending) == 0 {
-			sh.becomeReadyLocked()
-		}
-	case sh.state == wire.ShardIdentifying:
-		if sh.early == nil {
-			sh.early = map[string]struct{}{}
-		}
-		sh.early[id] = struct{}{}
+	if sh.guilds.guildCreate(id) {
+		sh.becomeReadyLocked()
+	}
+}
+
+func (sh *shard) onGuildDelete(id string, outage bool) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.guilds.guildDelete(id, outage) {
+		sh.becomeReadyLocked()
 	}
 }
 
 func (sh *shard) becomeReadyLocked() {
-	sh.tracking, sh.pending = false, nil
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()
 	}
@@ -370,7 +375,7 @@ func (sh *shard) onResumed() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.deadline = time.Time{}
-	if !sh.tracking {
+	if !sh.guilds.waiting() {
 		sh.setStateLocked(wire.ShardReady)
 	}
 }
@@ -395,7 +400,7 @@ func (sh *shard) status() wire.ShardStatus {
 		sh.latency = ack.Sub(sh.heartbeat)
 	}
 	return wire.ShardStatus{ID: sh.id, State: sh.state, Since: sh.since, Latency: sh.latency,
-		Guilds: len(sh.guilds), LastIdentify: sh.lastIdentify}
+		Guilds: sh.guilds.count(), LastIdentify: sh.lastIdentify}
 }
 
 // hung reports a connect that has not completed by its deadline.

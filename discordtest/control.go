@@ -93,6 +93,21 @@ func (s *Server) ControlHandler() http.Handler {
 			acted(w, s.InvalidSession(*req.Shard, req.Resumable))
 		}
 	})
+	handle("POST", "/invalid-session-during-guilds", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Shard *int `json:"shard"`
+			After int  `json:"after"`
+		}
+		if !controlDecode(w, r, &req) || !needShard(w, req.Shard, false) {
+			return
+		}
+		if req.After < 0 {
+			controlError(w, http.StatusBadRequest, fmt.Errorf(`invalid-session-during-guilds: "after" must be >= 0, got %d`, req.After))
+			return
+		}
+		s.InvalidSessionDuringGuilds(*req.Shard, req.After)
+		writeJSON(w, http.StatusOK, map[string]any{"shard": *req.Shard, "after": req.After})
+	})
 	handle("POST", "/malformed", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Shard *int      `json:"shard"`

@@ -50,6 +50,8 @@ func TestControlAPI(t *testing.T) {
 		{"POST", "/hello-delay", `{"delay":"soon"}`, "duration"},
 		{"POST", "/fail-rest", `{"status":200,"n":1}`, "400-599"},
 		{"POST", "/event-rate", `{"per_shard_per_second":-2}`, ">= 0"},
+		{"POST", "/invalid-session-during-guilds", `{"shard":0,"after":-1}`, ">= 0"},
+		{"POST", "/invalid-session-during-guilds", `{"shard":-1,"after":1}`, ">= 0"},
 		{"POST", "/interact", `{"command":"ping","timeout":"forever"}`, "timeout"},
 		{"POST", "/interact", `{"command":"ping","guild_id":"1"}`, "unknown guild"},
 	}
@@ -66,6 +68,7 @@ func TestControlAPI(t *testing.T) {
 		{"/hello-delay", `{"delay":"0s"}`},
 		{"/event-rate", `{"per_shard_per_second":0}`},
 		{"/reconnect-instead-of-ready", `{"shard":3}`},
+		{"/invalid-session-during-guilds", `{"shard":3,"after":2}`},
 	}
 	for _, o := range ok {
 		if status, m := control(t, srv, "POST", o.path, o.body); status != 200 {

@@ -130,8 +130,10 @@
 // until turned off), Reconnect (op 7), InvalidSession (op 9 d:true/false),
 // SendMalformed (broken JSON, unknown op, a ~1 MiB dispatch, a binary frame
 // that is not zlib), SetHelloDelay, FailREST (429 or 5xx), SetEventRate,
-// and ReconnectInsteadOfReady: op 7 in place of READY on a shard's next
-// IDENTIFY, which deadlocks discordgo v0.29.0's Open (upstream issue 513).
+// ReconnectInsteadOfReady: op 7 in place of READY on a shard's next
+// IDENTIFY, which deadlocks discordgo v0.29.0's Open (upstream issue 513),
+// and InvalidSessionDuringGuilds: op 9 d:false after the first n
+// GUILD_CREATEs of a shard's next session, in the middle of its startup.
 //
 // # Record
 //
@@ -161,6 +163,7 @@
 //	POST /_fake/reconnect                  {"shard": 0}                 (op 7; shard -1: all) → {"connections": n}
 //	POST /_fake/reconnect-instead-of-ready {"shard": 0}
 //	POST /_fake/invalid-session            {"shard": 0, "resumable": false} (op 9; shard -1: all) → {"connections": n}
+//	POST /_fake/invalid-session-during-guilds {"shard": 0, "after": 3} (next session: op 9 after 3 GUILD_CREATEs)
 //	POST /_fake/malformed                  {"shard": 0, "kind": "json"} (json, unknown_op, oversized, binary) → {"connections": n}
 //	POST /_fake/hello-delay                {"delay": "2s"}
 //	POST /_fake/fail-rest                  {"status": 429, "n": 3}      (status 400-599; n 0 cancels)

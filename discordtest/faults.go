@@ -106,12 +106,52 @@ func (s *Server) InvalidSession(shard int, resumable bool) int {
 	cs := s.shardConnsLocked(shard)
 	now := time.Now()
 	for _, c := range cs {
-		s.detachLocked(c, !resumable, now, 0, ClosedByServer)
-		c.ws.SetReadDeadline(time.Time{}) // no heartbeat timeout while unidentified
-		c.send(frame{data: invalidSession(resumable)})
+		s.invalidateLocked(c, resumable, now)
 	}
 	s.mu.Unlock()
 	return len(cs)
+}
+
+func (s *Server) invalidateLocked(c *conn, resumable bool, now time.Time) {
+	s.detachLocked(c, !resumable, now, 0, ClosedByServer)
+	c.ws.SetReadDeadline(time.Time{}) // no heartbeat timeout while unidentified
+	c.send(frame{data: invalidSession(resumable)})
+}
+
+// InvalidSessionDuringGuilds arms a one-shot fault: the next session of
+// shard to start is sent op 9 INVALID_SESSION (not resumable) right after
+// its first after GUILD_CREATEs, instead of the rest of them, as Discord
+// may do in the middle of a shard's startup burst. after is clamped to
+// [0, the shard's guilds]. Calls queue up, one per session start; a
+// negative shard is not accepted.
+func (s *Server) InvalidSessionDuringGuilds(shard, after int) {
+	if shard < 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalidGuilds[shard] = append(s.invalidGuilds[shard], max(after, 0))
+}
+
+// takeInvalidGuildsLocked pops the GUILD_CREATE count after which a new
+// session of shard gets op 9, or -1.
+func (s *Server) takeInvalidGuildsLocked(shard int) int {
+	q := s.invalidGuilds[shard]
+	if len(q) == 0 {
+		return -1
+	}
+	s.invalidGuilds[shard] = q[1:]
+	return q[0]
+}
+
+// invalidateDuringGuilds is the end of InvalidSessionDuringGuilds's fault:
+// op 9 on c unless its session ss has moved on meanwhile.
+func (s *Server) invalidateDuringGuilds(c *conn, ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.sess == ss && !c.closing {
+		s.invalidateLocked(c, false, time.Now())
+	}
 }
 
 // SendMalformed sends a broken frame of kind to the shard's connections and

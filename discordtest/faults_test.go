@@ -321,3 +321,44 @@ func pong(s *discordgo.Session, i *discordgo.InteractionCreate) {
 		Data: &discordgo.InteractionResponseData{Content: "Pong!"},
 	})
 }
+
+func TestInvalidSessionDuringGuildsRaw(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 5, IdentifyInterval: 1})
+	srv.InvalidSessionDuringGuilds(0, 2)
+	srv.InvalidSessionDuringGuilds(0, 0)
+	c := dialRaw(t, srv, "")
+	first, _ := c.identify(srv, 0, 1)
+	for range 2 {
+		if p := c.read(); p.Op != 0 || p.T != "GUILD_CREATE" {
+			t.Fatalf("after READY: op %d t %q, want GUILD_CREATE", p.Op, p.T)
+		}
+	}
+	if p := c.read(); p.Op != 9 || string(p.D) != "false" {
+		t.Fatalf("after 2 GUILD_CREATEs: op %d d %s, want op 9 d false", p.Op, p.D)
+	}
+	// The socket stays open: IDENTIFY again on it. The second fault cuts
+	// before the first GUILD_CREATE.
+	second, _ := c.identify(srv, 0, 1)
+	if p := c.read(); p.Op != 9 {
+		t.Fatalf("after READY of the second session: op %d t %q, want op 9", p.Op, p.T)
+	}
+	third, _ := c.identify(srv, 0, 1) // both faults spent: every guild
+	for range 5 {
+		if p := c.read(); p.Op != 0 || p.T != "GUILD_CREATE" {
+			t.Fatalf("third session: op %d t %q, want GUILD_CREATE", p.Op, p.T)
+		}
+	}
+	r := srv.Record()
+	if len(r.Sessions) != 3 {
+		t.Fatalf("%d sessions, want 3", len(r.Sessions))
+	}
+	for i, id := range []string{first, second} {
+		if sr := r.Sessions[i]; sr.ID != id || sr.End.IsZero() || sr.Resumable || sr.ClosedBy != ClosedByServer {
+			t.Errorf("session %d: %+v, want ended by the server, not resumable", i, sr)
+		}
+	}
+	if sr := r.Sessions[2]; sr.ID != third || !sr.End.IsZero() {
+		t.Errorf("third session: %+v, want live", sr)
+	}
+}

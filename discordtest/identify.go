@@ -218,6 +218,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 
 	ss := &session{id: randomToken(), shard: shard, count: count}
 	s.sessions[ss.id] = ss
+	cut := s.takeInvalidGuildsLocked(shard)
 	ss.mu.Lock()
 	ss.conn, c.sess, c.live = c, ss, true
 	if s.opts.Compress && d.Compress && !c.stream { // transport compression disables payload compression
@@ -237,10 +238,16 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	if threshold < 50 || threshold > 250 {
 		threshold = 50
 	}
-	for _, k := range guildsOf(s.opts.Guilds, shard, count) {
+	for i, k := range guildsOf(s.opts.Guilds, shard, count) {
+		if i == cut {
+			break
+		}
 		if !ss.dispatch("GUILD_CREATE", s.guildCreate(k, threshold)) {
 			return
 		}
+	}
+	if cut >= 0 {
+		s.invalidateDuringGuilds(c, ss)
 	}
 }
 

@@ -123,7 +123,8 @@ type Server struct {
 	startsReset    time.Time // zero until the first session start of a window
 	revoked        bool
 	zombie         map[int]bool
-	reconnectReady map[int]int // shard → IDENTIFYs to answer with op 7
+	reconnectReady map[int]int   // shard → IDENTIFYs to answer with op 7
+	invalidGuilds  map[int][]int // shard → GUILD_CREATE counts after which sessions get op 9
 	helloDelay     time.Duration
 	failStatus     int
 	failLeft       int
@@ -166,6 +167,7 @@ func NewServer(opts Options) (*Server, error) {
 		startsLeft:     o.SessionStartLimit,
 		zombie:         make(map[int]bool),
 		reconnectReady: make(map[int]int),
+		invalidGuilds:  make(map[int][]int),
 		commands:       make(map[string][]command),
 		pending:        make(map[string]*pendingInteraction),
 		eventRate:      o.EventRate,

@@ -33,6 +33,7 @@
 //	POST /_fake/reconnect                  {"shard": 0}                  op 7; shard -1: all
 //	POST /_fake/reconnect-instead-of-ready {"shard": 0}                  op 7 in place of READY on the next IDENTIFY
 //	POST /_fake/invalid-session            {"shard": 0, "resumable": false} op 9; shard -1: all
+//	POST /_fake/invalid-session-during-guilds {"shard": 0, "after": 3} op 9 after the first 3 GUILD_CREATEs of the next session
 //	POST /_fake/malformed                  {"shard": 0, "kind": "json"}  json, unknown_op, oversized or binary
 //	POST /_fake/hello-delay                {"delay": "2s"}               delay HELLO on new connections
 //	POST /_fake/fail-rest                  {"status": 429, "n": 3}       the next n REST requests fail

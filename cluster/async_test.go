@@ -1,0 +1,58 @@
+package cluster
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+)
+
+func TestInGoroutine(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan *discordgo.MessageCreate, 1)
+	h := inGoroutine(func(_ *discordgo.Session, m *discordgo.MessageCreate) {
+		<-release
+		got <- m
+	})
+	wrapped, ok := h.(func(*discordgo.Session, *discordgo.MessageCreate))
+	if !ok {
+		t.Fatalf("wrapped handler has type %T: discordgo's AddHandler would refuse it", h)
+	}
+	m := &discordgo.MessageCreate{}
+	returned := make(chan struct{})
+	go func() { wrapped(nil, m); close(returned) }()
+	select {
+	case <-returned: // although the handler blocks
+	case <-time.After(patience):
+		close(release)
+		t.Fatal("the wrapper waited for the handler")
+	}
+	close(release)
+	select {
+	case g := <-got:
+		if g != m {
+			t.Error("the handler got another event")
+		}
+	case <-time.After(patience):
+		t.Fatal("the handler never ran")
+	}
+
+	// What AddHandler refuses is left as it is, for it to refuse.
+	for _, h := range []any{nil, 42} {
+		if out := inGoroutine(h); out != h {
+			t.Errorf("%v came back as %v", h, out)
+		}
+	}
+	var nilFunc func(*discordgo.Session, *discordgo.Ready)
+	for _, h := range []any{nilFunc, func() {}, func(*discordgo.Session, *discordgo.Ready) error { return nil }} {
+		out := inGoroutine(h)
+		if reflect.TypeOf(out) != reflect.TypeOf(h) || reflect.ValueOf(out).Pointer() != reflect.ValueOf(h).Pointer() {
+			t.Errorf("%T came back wrapped", h)
+		}
+	}
+	type named func(*discordgo.Session, *discordgo.MessageCreate)
+	if _, ok := inGoroutine(named(func(*discordgo.Session, *discordgo.MessageCreate) {})).(named); !ok {
+		t.Error("a handler of a named type changed type")
+	}
+}
