@@ -84,7 +84,7 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 			return fmt.Errorf("connect to supervisor: %w", err)
 		}
 		link.SetGatherer(reg)
-		cfg.Token, cfg.Identify, cfg.Reporter = link.Welcome().Token, link, link
+		cfg.Link = link
 		g.Add(func() error { return link.Run(ctx) }, func(error) { cancel() })
 	} else {
 		if cfg.Token, err = bf.token(os.LookupEnv); err != nil {

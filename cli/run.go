@@ -225,7 +225,6 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 		ShutdownTimeout: f.shutdownTimeout,
 		ChildWatchdog:   f.childWatchdog,
 		Token:           token,
-		MaxConcurrency:  maxConc,
 		Queue:           acquirer,
 		BudgetFactor:    factor,
 	}, log)

@@ -116,7 +116,7 @@ func (r *runner) runOnce() (Exit, *wire.Fatal) {
 		return exit, nil
 	}
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
-	ch.start(r.sup.cfg.Token, r.sup.cfg.MaxConcurrency)
+	ch.start(r.sup.cfg.Token)
 	r.setChannel(ch)
 	pid := proc.PID()
 	r.log.Info("cluster process started", "pid", pid, "shards", FormatIDs(r.cluster.Shards))

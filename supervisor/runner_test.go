@@ -122,7 +122,7 @@ func TestRunnerBackoffGrowsAndResets(t *testing.T) {
 		q, _ := identify.New(identify.Config{MaxConcurrency: 1, Interval: time.Second}, nil, nil)
 		tok, _ := secret.NewToken("t")
 		s, err := New(Config{
-			Plan: plan, Launcher: l, Queue: q, Token: tok, MaxConcurrency: 1,
+			Plan: plan, Launcher: l, Queue: q, Token: tok,
 			Policy:          RestartPolicy{Delay: time.Second, MaxDelay: 5 * time.Minute, Stable: 2 * time.Minute},
 			ShutdownTimeout: 20 * time.Second, ChildWatchdog: 30 * time.Second,
 		}, nil)
