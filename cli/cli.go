@@ -22,8 +22,8 @@ import (
 
 // Exit statuses.
 const (
-	ExitOK          = 0  // a clean stop
-	ExitFailure     = 1  // anything else: a crash loop past the restart limit, an unclean stop, ...
+	ExitOK          = 0               // a clean stop
+	ExitFailure     = 1               // anything else: a crash loop past the restart limit, an unclean stop, ...
 	ExitFatalConfig = wire.ExitConfig // configuration no restart can fix: bad flags, bad token, disallowed intents
 )
 
