@@ -17,13 +17,14 @@ import (
 
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
+	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
 // Exit statuses.
 const (
-	ExitOK          = 0  // a clean stop
-	ExitFailure     = 1  // anything else: a crash loop past the restart limit, an unclean stop, ...
-	ExitFatalConfig = 78 // configuration no restart can fix: bad flags, bad token, disallowed intents (EX_CONFIG)
+	ExitOK          = 0               // a clean stop
+	ExitFailure     = 1               // anything else: a crash loop past the restart limit, an unclean stop, ...
+	ExitFatalConfig = wire.ExitConfig // configuration no restart can fix: bad flags, bad token, disallowed intents
 )
 
 // exitError carries an exit status with an error.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -17,9 +15,6 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
@@ -65,10 +60,15 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 	if err := bf.check(); err != nil {
 		return err
 	}
+	if metricsAddr != "" {
+		if err := checkAddr("-metrics-addr", metricsAddr); err != nil {
+			return err
+		}
+	}
 	cfg := gf.clusterConfig(gw, id)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), buildinfo.Collector())
+	_, supervised := os.LookupEnv(wire.EnvChannelFD)
+	reg := newRegistry(!supervised) // a supervised cluster's process is read by its supervisor
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var g run.Group
@@ -84,23 +84,18 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 			return fmt.Errorf("connect to supervisor: %w", err)
 		}
 		link.SetGatherer(reg)
-		cfg.Token, cfg.Identify, cfg.Reporter = link.Welcome().Token, link, link
+		cfg.Link = link
 		g.Add(func() error { return link.Run(ctx) }, func(error) { cancel() })
 	} else {
 		if cfg.Token, err = bf.token(os.LookupEnv); err != nil {
 			return err
 		}
-		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		api := discordapi.New(cfg.Token, cluster.HTTPClient(gw.apiURL))
-		var gb *discordapi.GatewayBot
-		if bf.maxConcurrency == 0 {
-			g, err := api.GatewayBot(ctx)
-			if err != nil {
-				return restError(err)
-			}
-			gb = &g
+		gb, err := gatewayBot(ctx, api)
+		if err != nil {
+			return err
 		}
-		q, err := localQueue(bf.maxConcurrency, gb, api, bf.identifyInterval, bf.reserve, log, reg)
+		q, err := localQueue(bf.maxConcurrency, gb, api, bf.queueFlags, log, reg)
 		if err != nil {
 			return err
 		}
@@ -113,12 +108,11 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 			}
 		}
 		if metricsAddr != "" {
-			ln, err := net.Listen("tcp", metricsAddr)
+			ln, err := listenOn("-metrics-addr", metricsAddr)
 			if err != nil {
-				return fmt.Errorf("listen on -metrics-addr: %w", err)
+				return err
 			}
-			srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-			g.Add(func() error { return ignoreClosed(srv.Serve(ln)) }, func(error) { srv.Close() })
+			server{ln, healthMux(reg)}.add(&g, log)
 		}
 	}
 	c, err := cluster.New(cfg, bot, log, reg)
@@ -155,11 +149,4 @@ func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a .
 		}
 		log.Log(context.Background(), level, "discordgo: "+strings.TrimSpace(fmt.Sprintf(format, a...)))
 	}
-}
-
-func ignoreClosed(err error) error {
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
 // gatewayFlags are the settings of each shard's gateway session: the
@@ -33,7 +34,7 @@ type gatewayFlags struct {
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.apiURL, "api-url", "https://discord.com", "base URL of Discord's REST API and gateway lookup (a REST proxy, or the fake Discord)")
+	registerAPIURL(fs, &g.apiURL)
 	fs.StringVar(&g.intents, "intents", "default", "gateway intents: a number, or names such as guilds,guild_messages,message_content; default is every non-privileged intent")
 	fs.StringVar(&g.cache, "state-cache", cluster.DefaultCache, "what discordgo's state keeps: channels,threads,emojis,stickers,members,thread_members,roles,voice,presences,messages=N, all or none")
 	fs.DurationVar(&g.connectTimeout, "shard-connect-timeout", 2*time.Minute, "a shard's connect (grant to READY) must complete within this, or its cluster exits and is restarted")
@@ -91,15 +92,45 @@ func (g *gatewayFlags) clusterConfig(s gatewaySettings, id cluster.Identity) clu
 	}
 }
 
+func registerAPIURL(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "api-url", "https://discord.com", "base URL of Discord's REST API and gateway lookup (a REST proxy, or the fake Discord)")
+}
+
+// queueFlags are a local identify queue's: the supervisor's, a lone
+// cluster's, the identify-queue service's.
+type queueFlags struct {
+	maxConcurrency   int
+	identifyInterval time.Duration
+	reserve          reserveFlag
+}
+
+func (q *queueFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&q.maxConcurrency, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot")
+	fs.DurationVar(&q.identifyInterval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
+	registerReserve(fs, &q.reserve)
+}
+
+func (q *queueFlags) check() error {
+	if q.maxConcurrency < 0 || q.maxConcurrency > wire.MaxShardID {
+		return configError(fmt.Errorf("-max-concurrency: %d, must be between 0 and %d", q.maxConcurrency, wire.MaxShardID))
+	}
+	if q.identifyInterval <= 0 {
+		return configError(fmt.Errorf("-identify-interval: %v, must be positive", q.identifyInterval))
+	}
+	return nil
+}
+
+func registerTokenFile(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "token-file", "", "file holding the bot token (else DISCORD_TOKEN, else systemd's $CREDENTIALS_DIRECTORY/discord-token)")
+}
+
 // botFlags are what the process that talks to Discord for the whole bot
 // needs: the supervisor, or a cluster running alone.
 type botFlags struct {
+	queueFlags
 	tokenFile        string
-	maxConcurrency   int
-	identifyInterval time.Duration
 	registerCommands bool
 	commandGuild     string
-	reserve          reserveFlag
 }
 
 // reserveFlag is -session-start-reserve: "auto" (identify.AutoReserve) or
@@ -132,12 +163,10 @@ func (r *reserveFlag) Set(s string) error {
 }
 
 func (b *botFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&b.tokenFile, "token-file", "", "file holding the bot token (else DISCORD_TOKEN, else systemd's $CREDENTIALS_DIRECTORY/discord-token)")
-	fs.IntVar(&b.maxConcurrency, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot")
-	fs.DurationVar(&b.identifyInterval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
+	registerTokenFile(fs, &b.tokenFile)
+	b.queueFlags.register(fs)
 	fs.BoolVar(&b.registerCommands, "register-commands", true, "overwrite the application's slash commands with the bot's at start (done by whoever runs cluster 0)")
 	fs.StringVar(&b.commandGuild, "command-guild", "", "register the slash commands in this guild only (they appear at once; for development)")
-	registerReserve(fs, &b.reserve)
 }
 
 // token loads the token; a missing one is a configuration error that says
@@ -154,11 +183,8 @@ func (b *botFlags) token(getenv func(string) (string, bool)) (secret.Token, erro
 }
 
 func (b *botFlags) check() error {
-	if b.maxConcurrency < 0 {
-		return configError(fmt.Errorf("-max-concurrency: %d, must not be negative", b.maxConcurrency))
-	}
-	if b.identifyInterval <= 0 {
-		return configError(fmt.Errorf("-identify-interval: %v, must be positive", b.identifyInterval))
+	if err := b.queueFlags.check(); err != nil {
+		return err
 	}
 	if b.commandGuild != "" {
 		if _, err := strconv.ParseUint(b.commandGuild, 10, 64); err != nil {
@@ -168,16 +194,26 @@ func (b *botFlags) check() error {
 	return nil
 }
 
+// gatewayBot asks GET /gateway/bot at start; a refused token is a
+// configuration error.
+func gatewayBot(ctx context.Context, api *discordapi.Client) (*discordapi.GatewayBot, error) {
+	g, err := api.GatewayBot(ctx)
+	if err != nil {
+		return nil, restError(err)
+	}
+	return &g, nil
+}
+
 // localQueue is the identify queue of a process that paces IDENTIFYs
 // itself: maxConc buckets (0: gb's max_concurrency), starting from gb's
 // session budget when GET /gateway/bot was asked (gb not nil). With api it
 // asks Discord for the budget itself, keeping reserve back: run its Run.
-func localQueue(maxConc int, gb *discordapi.GatewayBot, api *discordapi.Client, interval time.Duration, reserve reserveFlag,
+func localQueue(maxConc int, gb *discordapi.GatewayBot, api *discordapi.Client, qf queueFlags,
 	log *slog.Logger, reg prometheus.Registerer) (*identify.Queue, error) {
 	if maxConc == 0 && gb != nil {
 		maxConc = gb.MaxConcurrency
 	}
-	cfg := identify.Config{MaxConcurrency: maxConc, Interval: interval, Reserve: int(reserve)}
+	cfg := identify.Config{MaxConcurrency: maxConc, Interval: qf.identifyInterval, Reserve: int(qf.reserve)}
 	if api != nil {
 		cfg.Fetch = api.Budget
 	}

@@ -1,12 +1,12 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"syscall"
@@ -14,12 +14,10 @@ import (
 
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/apiurl"
-	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
 )
@@ -33,23 +31,19 @@ const DefaultQueueAddr = "127.0.0.1:9852"
 func runIdentifyQueue(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("identify-queue", flag.ContinueOnError)
 	var (
-		lf       logFlags
-		listen   string
-		apiURL   string
-		interval time.Duration
-		maxConc  int
-		slack    time.Duration
-		tokFile  string
-		reserve  reserveFlag
+		lf      logFlags
+		qf      queueFlags
+		listen  string
+		apiURL  string
+		slack   time.Duration
+		tokFile string
 	)
 	lf.register(fs)
+	qf.register(fs)
+	registerAPIURL(fs, &apiURL)
+	registerTokenFile(fs, &tokFile)
 	fs.StringVar(&listen, "listen", DefaultQueueAddr, "address to serve the queue, /metrics and /healthz on")
-	fs.StringVar(&apiURL, "api-url", "https://discord.com", "base URL of Discord's REST API (for max_concurrency and the session budget)")
-	fs.DurationVar(&interval, "identify-interval", identify.DiscordInterval, "minimum time between two IDENTIFYs of one max_concurrency bucket")
-	fs.IntVar(&maxConc, "max-concurrency", 0, "Discord's identify concurrency; 0 asks GET /gateway/bot (needs the token)")
 	fs.DurationVar(&slack, "slack", 0, "time a caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
-	fs.StringVar(&tokFile, "token-file", "", "file holding the bot token (else DISCORD_TOKEN or systemd's credential); optional when -max-concurrency is given")
-	registerReserve(fs, &reserve)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -61,15 +55,18 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	if err != nil {
 		return configError(fmt.Errorf("-api-url: %w", err))
 	}
-	if interval <= 0 || maxConc < 0 || slack < 0 {
-		return configError(fmt.Errorf("-identify-interval must be positive, -max-concurrency and -slack not negative"))
+	if err := qf.check(); err != nil {
+		return err
 	}
-	if slack == 0 {
-		slack = identify.DefaultSlack
+	if slack < 0 {
+		return configError(fmt.Errorf("-slack: %v, must not be negative", slack))
+	}
+	if err := checkAddr("-listen", listen); err != nil {
+		return err
 	}
 	bf := botFlags{tokenFile: tokFile}
 	token, tokErr := bf.token(os.LookupEnv)
-	if tokErr != nil && maxConc == 0 {
+	if tokErr != nil && qf.maxConcurrency == 0 {
 		return tokErr
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -80,33 +77,26 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	)
 	if tokErr == nil {
 		api = discordapi.New(token, cluster.HTTPClient(base))
-		g, err := api.GatewayBot(ctx)
-		if err != nil {
-			return restError(err)
+		if gb, err = gatewayBot(ctx, api); err != nil {
+			return err
 		}
-		gb = &g
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
-	q, err := localQueue(maxConc, gb, api, interval, reserve, log, reg)
+	reg := newRegistry(true)
+	q, err := localQueue(qf.maxConcurrency, gb, api, qf, log, reg)
 	if err != nil {
 		return err
 	}
 	if api == nil {
 		log.Warn("no token: the queue paces IDENTIFYs but cannot ask Discord for the session start limit, so it counts no session starts")
 	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := listenOn("-listen", listen)
 	if err != nil {
-		return fmt.Errorf("listen on -listen: %w", err)
+		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", identify.Handler(q, slack, log))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok) // serving is all a queue has to be ready for: `healthcheck -addr` works on it
+	mux := healthMux(reg)
+	mux.Handle("/", identify.Handler(q, cmp.Or(slack, identify.DefaultSlack), log))
 
-	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", q.Config().MaxConcurrency, "identify_interval", interval, "slack", slack)
+	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", q.Config().MaxConcurrency, "identify_interval", qf.identifyInterval, "slack", cmp.Or(slack, identify.DefaultSlack))
 
 	var g run.Group
 	server{ln, mux}.add(&g, log)
@@ -116,4 +106,16 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// healthMux serves reg's /metrics, and /healthz and /readyz that answer
+// 200 while the process serves (all a queue or a lone cluster has to be
+// ready for: `healthcheck -addr` works on them).
+func healthMux(reg prometheus.Gatherer) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+	mux.HandleFunc("GET /healthz", ok)
+	mux.HandleFunc("GET /readyz", ok)
+	return mux
 }

@@ -12,17 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardvisor/shardvisor/cluster"
-	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/metrics"
@@ -101,181 +98,205 @@ type runEnv struct {
 	started func(sup *supervisor.Supervisor, addr net.Addr)
 }
 
+// runSupervisorMode is the run mode in four steps: the flags checked into
+// a config, the startup calls to Discord, the components built, and run.
+// Signals are taken from before the startup calls on: a SIGTERM while
+// they wait stops the process cleanly, a SIGHUP is ignored.
 func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
-	stderr := env.stderr
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var f runFlags
-	f.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	clustersSet := false
-	fs.Visit(func(fl *flag.Flag) { clustersSet = clustersSet || fl.Name == "clusters" })
-	perSet := false
-	fs.Visit(func(fl *flag.Flag) { perSet = perSet || fl.Name == "shards-per-cluster" })
-	log, err := f.log.logger(stderr)
+	cfg, err := supervisorConfig(args, env)
 	if err != nil {
 		return err
 	}
-	gw, err := f.gateway.check()
-	if err != nil {
-		return err
-	}
-	if err := f.bot.check(); err != nil {
-		return err
-	}
-	if err := f.policy.Validate(); err != nil {
-		return configError(err)
-	}
-	if f.shutdownTimeout <= 0 || f.childWatchdog <= 0 || f.scrapeTimeout <= 0 {
-		return configError(errors.New("-shutdown-timeout, -child-watchdog and -scrape-timeout must be positive"))
-	}
-	f.policy.Jitter = 0.2
-	pc := supervisor.PlanConfig{ShardsPerCluster: f.perClust}
-	if clustersSet {
-		pc.Clusters, pc.ShardsPerCluster = f.clusters, 0
-		if perSet {
-			pc.ShardsPerCluster = f.perClust
-		}
-	}
-	if f.ids != "" {
-		if pc.ClusterIDs, err = supervisor.ParseIDs("-cluster-ids", f.ids); err != nil {
-			return configError(err)
-		}
-	}
-	if f.share != "" {
-		if pc.Share, err = supervisor.ParseShare("-cluster-share", f.share); err != nil {
-			return configError(err)
-		}
-	}
-	var remote *identify.Remote
-	if f.queueURL != "" {
-		if f.queueListen != "" {
-			return configError(errors.New("-identify-queue-url and -identify-queue-listen both set: a supervisor serves its own queue, or uses another's"))
-		}
-		if remote, err = identify.NewRemote(f.queueURL, nil, log.With("component", "identify")); err != nil {
-			return configError(fmt.Errorf("-identify-queue-url: %w", err))
-		}
-	}
-	auto := f.shards == "auto"
-	if !auto {
-		if pc.Shards, err = strconv.Atoi(f.shards); err != nil {
-			return configError(fmt.Errorf("-shards %q: a number of shards, or auto", f.shards))
-		}
-	}
-	reapAlways, reapAuto := f.reap == "always", f.reap == "auto"
-	if !reapAlways && !reapAuto && f.reap != "never" {
-		return configError(fmt.Errorf("-reap-orphans %q: want auto, always or never", f.reap))
-	}
-
-	token, err := f.bot.token(env.getenv)
-	if err != nil {
-		return err
-	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	api := discordapi.New(token, cluster.HTTPClient(gw.apiURL))
-	maxConc := f.bot.maxConcurrency
-	if remote != nil && maxConc == 0 {
-		maxConc = 1 // the remote queue knows the buckets; the children are not told
+
+	startCtx, startDone := startupSignals(ctx, sigs, cfg.log)
+	st, err := cfg.startup(startCtx, bot)
+	if stopped := startDone(); stopped {
+		cfg.log.Info("stopped during startup; no cluster was started")
+		return nil
 	}
-	var gb *discordapi.GatewayBot
-	if auto || maxConc == 0 {
-		g, err := api.GatewayBot(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := cfg.build(st, env)
+	if err != nil {
+		return err
+	}
+	err = runSupervisor(ctx, c, sigs, cfg.log)
+	if cfg.remote != nil {
+		cfg.remote.Wait() // identify reports still on their way to the queue
+	}
+	return err
+}
+
+// startupSignals handles signals while the startup calls run: SIGTERM or
+// SIGINT cancels the returned context, SIGHUP is logged and ignored. done
+// stops the handling and reports whether a stop signal came.
+func startupSignals(ctx context.Context, sigs <-chan os.Signal, log *slog.Logger) (context.Context, func() bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	quit, exited := make(chan struct{}), make(chan bool)
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				if s == syscall.SIGHUP {
+					log.Info("SIGHUP during startup: no cluster runs yet, nothing to roll")
+					continue
+				}
+				log.Info("stopping during startup", "signal", s.String())
+				cancel()
+				<-quit
+				exited <- true
+				return
+			case <-quit:
+				exited <- false
+				return
+			}
+		}
+	}()
+	return ctx, func() bool {
+		close(quit)
+		stopped := <-exited
+		cancel()
+		return stopped
+	}
+}
+
+// startup is what the supervisor learns from Discord before it builds
+// anything: the gateway facts (nil with a remote queue and every fact
+// given) and the plan.
+type startup struct {
+	api     *discordapi.Client
+	gb      *discordapi.GatewayBot
+	plan    supervisor.Plan
+	maxConc int
+}
+
+// startup asks GET /gateway/bot when the plan or the local queue needs it,
+// plans the clusters and checks the plan against what Discord and this
+// machine allow, then registers the bot's commands (cluster 0's host).
+func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startup, error) {
+	f, log := &cfg.flags, cfg.log
+	st := startup{api: discordapi.New(cfg.token, cluster.HTTPClient(cfg.gw.apiURL)), maxConc: f.bot.maxConcurrency}
+	if cfg.remote != nil && st.maxConc == 0 {
+		st.maxConc = 1 // the remote queue knows the buckets; the children are not told
+	}
+	pc := cfg.plan
+	if cfg.autoShards || st.maxConc == 0 || cfg.remote == nil {
+		g, err := st.api.GatewayBot(ctx)
 		if err != nil {
-			return restError(fmt.Errorf("plan shards: %w", err))
+			return st, restError(fmt.Errorf("plan shards: %w", err))
 		}
-		gb = &g
-		if auto {
-			pc.Shards = gb.Shards
+		st.gb = &g
+		if cfg.autoShards {
+			pc.Shards = g.Shards
 		}
-		if maxConc == 0 {
-			maxConc = gb.MaxConcurrency
+		if st.maxConc == 0 {
+			st.maxConc = g.MaxConcurrency
 		}
-		log.Info("gateway/bot", "recommended_shards", gb.Shards, "max_concurrency", gb.MaxConcurrency,
-			"session_starts_remaining", gb.Budget.Remaining, "session_start_limit", gb.Budget.Total)
+		log.Info("gateway/bot", "recommended_shards", g.Shards, "max_concurrency", g.MaxConcurrency,
+			"session_starts_remaining", g.Budget.Remaining, "session_start_limit", g.Budget.Total)
 	}
 	plan, err := supervisor.NewPlan(pc)
 	if err != nil {
-		return configError(err)
+		return st, configError(err)
 	}
+	var budget *identify.Budget
+	if st.gb != nil && cfg.remote == nil {
+		budget = &st.gb.Budget
+	}
+	if err := checkPlanLimits(plan, cfg.planFlag(), budget, hostLimits(), log); err != nil {
+		return st, err
+	}
+	st.plan = plan
+	if plan.Clusters[0].ID == 0 {
+		if err := f.bot.registerBotCommands(ctx, st.api, bot, log); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
+// components are the supervisor's parts, built and ready to run.
+type components struct {
+	sup     *supervisor.Supervisor
+	queue   *identify.Queue // nil with a remote queue
+	reaper  *supervisor.Reaper
+	servers []server
+}
+
+// build makes the registry, the identify queue, the supervisor and its
+// listeners. On an error, what it opened is closed again.
+func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err error) {
+	f, log := &cfg.flags, cfg.log
+	reg := newRegistry(true)
+	c := &components{}
 	var (
-		queue    *identify.Queue
-		acquirer identify.Acquirer = remote
+		acquirer identify.Acquirer = cfg.remote
 		factor   func() float64
 	)
-	if remote == nil {
-		if queue, err = localQueue(maxConc, gb, api, f.bot.identifyInterval, f.bot.reserve, log.With("component", "identify"), reg); err != nil {
-			return err
+	if cfg.remote == nil {
+		if c.queue, err = localQueue(st.maxConc, st.gb, st.api, f.bot.queueFlags, log.With("component", "identify"), reg); err != nil {
+			return nil, err
 		}
-		acquirer, factor = queue, queue.BackoffFactor
+		acquirer, factor = c.queue, c.queue.BackoffFactor
 	}
-
-	var reaper *supervisor.Reaper
-	if reapAlways || (reapAuto && os.Getpid() == 1) {
-		reaper = supervisor.NewReaper(log.With("component", "reaper"))
+	if cfg.reapAlways || (cfg.reapAuto && os.Getpid() == 1) {
+		c.reaper = supervisor.NewReaper(log.With("component", "reaper"))
 	}
-	sup, err := supervisor.New(supervisor.Config{
-		Plan:            plan,
-		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: reaper},
+	c.sup, err = supervisor.New(supervisor.Config{
+		Plan:            st.plan,
+		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: c.reaper},
 		Policy:          f.policy,
 		ShutdownTimeout: f.shutdownTimeout,
 		ChildWatchdog:   f.childWatchdog,
-		Token:           token,
-		MaxConcurrency:  maxConc,
+		Token:           cfg.token,
 		Queue:           acquirer,
 		BudgetFactor:    factor,
 	}, log)
 	if err != nil {
-		return configError(err)
+		return nil, configError(err)
 	}
-	sup.RegisterMetrics(reg)
-	children := metrics.NewChildren(sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
+	c.sup.RegisterMetrics(reg)
+	children := metrics.NewChildren(c.sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
 	metricsHandler := promhttp.HandlerFor(prometheus.Gatherers{reg, children},
 		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 
-	var ln, queueLn net.Listener
-	if f.metricsAddr != "" {
-		if ln, err = net.Listen("tcp", f.metricsAddr); err != nil {
-			return fmt.Errorf("listen on -metrics-addr: %w", err)
+	defer func() {
+		if err != nil {
+			for _, s := range c.servers {
+				s.ln.Close()
+			}
 		}
+	}()
+	var addr net.Addr
+	if f.metricsAddr != "" {
+		ln, err := listenOn("-metrics-addr", f.metricsAddr)
+		if err != nil {
+			return nil, err
+		}
+		addr = ln.Addr()
+		c.servers = append(c.servers, server{ln, c.sup.Handler(metricsHandler)})
 	}
 	if f.queueListen != "" {
-		if queueLn, err = net.Listen("tcp", f.queueListen); err != nil {
-			return fmt.Errorf("listen on -identify-queue-listen: %w", err)
+		ln, err := listenOn("-identify-queue-listen", f.queueListen)
+		if err != nil {
+			return nil, err
 		}
+		c.servers = append(c.servers, server{ln, identify.Handler(c.queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
 	}
+	plan := st.plan
 	log.Info("supervisor starting", "shards", plan.ShardCount, "clusters", len(plan.Clusters), "of", plan.Total,
-		"max_concurrency", maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr,
+		"max_concurrency", st.maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr,
 		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen)
-
-	if plan.Clusters[0].ID == 0 {
-		if err := f.bot.registerBotCommands(ctx, api, bot, log); err != nil {
-			return err
-		}
-	}
 	if env.started != nil {
-		var addr net.Addr
-		if ln != nil {
-			addr = ln.Addr()
-		}
-		env.started(sup, addr)
+		env.started(c.sup, addr)
 	}
-	servers := []server{}
-	if ln != nil {
-		servers = append(servers, server{ln, sup.Handler(metricsHandler)})
-	}
-	if queueLn != nil {
-		servers = append(servers, server{queueLn, identify.Handler(queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
-	}
-	err = runSupervisor(ctx, sup, queue, reaper, servers, log)
-	if remote != nil {
-		remote.Wait() // identify reports still on their way to the queue
-	}
-	return err
+	return c, nil
 }
 
 // server is an HTTP handler to serve on a listener.
@@ -299,16 +320,15 @@ func (s server) add(g *run.Group, log *slog.Logger) {
 	})
 }
 
-// runSupervisor composes the supervisor's components in a run.Group.
-func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *identify.Queue,
-	reaper *supervisor.Reaper, servers []server, log *slog.Logger) error {
+// runSupervisor composes the supervisor's components in a run.Group; sigs
+// are the signals registered before startup.
+func runSupervisor(ctx context.Context, c *components, sigs <-chan os.Signal, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sup, queue, reaper := c.sup, c.queue, c.reaper
 	var g run.Group
 	g.Add(func() error { return sup.Run(context.Background()) }, func(error) { sup.Stop() })
 	{ // signals: SIGTERM/SIGINT stop (a second one kills), SIGHUP rolls
-		sigs := make(chan os.Signal, 4)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 		quit := make(chan struct{})
 		g.Add(func() error {
 			stops := 0
@@ -332,7 +352,7 @@ func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *ident
 					return nil
 				}
 			}
-		}, func(error) { signal.Stop(sigs); close(quit) })
+		}, func(error) { close(quit) })
 	}
 	notifier := supervisor.NewNotifier(sup, log.With("component", "systemd"))
 	g.Add(func() error { return notifier.Run(ctx) }, func(error) { cancel() })
@@ -342,7 +362,7 @@ func runSupervisor(ctx context.Context, sup *supervisor.Supervisor, queue *ident
 	if reaper != nil {
 		g.Add(func() error { return reaper.Run(ctx, 5*time.Second) }, func(error) { cancel() })
 	}
-	for _, srv := range servers {
+	for _, srv := range c.servers {
 		srv.add(&g, log)
 	}
 	err := g.Run()

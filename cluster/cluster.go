@@ -54,6 +54,9 @@ type Config struct {
 	Identify identify.Acquirer
 	// Reporter receives status reports; nil when the cluster runs alone.
 	Reporter Reporter
+	// Link, set when the cluster runs under a supervisor, is its channel:
+	// New takes Token, Identify and Reporter from it.
+	Link *Link
 }
 
 // Reporter is told what the cluster's shards are doing.
@@ -114,6 +117,9 @@ type Cluster struct {
 // New returns a cluster. A nil bot has no commands; a nil logger discards.
 func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (*Cluster, error) {
 	cfg.SetDefaults()
+	if l := cfg.Link; l != nil {
+		cfg.Token, cfg.Identify, cfg.Reporter = l.Welcome().Token, l, l
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("cluster %d: %w", cfg.ClusterID, err)
 	}

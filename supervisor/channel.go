@@ -83,8 +83,8 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 }
 
 // start sends the welcome and runs the reader and writer until close.
-func (ch *channel) start(token secret.Token, maxConcurrency int) {
-	ch.send(&wire.Welcome{Token: token, MaxConcurrency: maxConcurrency})
+func (ch *channel) start(token secret.Token) {
+	ch.send(&wire.Welcome{Token: token})
 	ch.wg.Add(2)
 	go func() { defer ch.wg.Done(); ch.writeLoop() }()
 	go func() { defer ch.wg.Done(); ch.readLoop() }()

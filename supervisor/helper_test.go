@@ -290,7 +290,6 @@ func newTestSupervisor(clusters int, reaper *Reaper, logger *slog.Logger, mod ..
 		ShutdownTimeout: 10 * time.Second,
 		ChildWatchdog:   10 * time.Second,
 		Token:           tok,
-		MaxConcurrency:  1,
 		Queue:           q,
 	}
 	for _, f := range mod {

@@ -4,12 +4,9 @@ import (
 	"fmt"
 	"syscall"
 	"time"
-)
 
-// ExitFatalConfig is the status with which a process says that restarting it
-// cannot help: a bad token, disallowed intents, a bad shard identity, a flag
-// that makes no sense (EX_CONFIG from sysexits.h).
-const ExitFatalConfig = 78
+	"github.com/shardvisor/shardvisor/internal/wire"
+)
 
 // Exit describes how a cluster process ended.
 type Exit struct {
@@ -113,7 +110,7 @@ const maxBudgetDelay = time.Hour
 // number in [0, 1) for the jitter; budgetFactor (≥ 1) stretches the delay
 // when Discord's session start budget runs low.
 func (p RestartPolicy) Decide(h *History, exit Exit, now time.Time, rnd, budgetFactor float64) Decision {
-	if exit.Code == ExitFatalConfig {
+	if exit.Code == wire.ExitConfig {
 		return Decision{Action: ActionStopFatal}
 	}
 	if p.MaxRestarts > 0 {

@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
 var testPolicy = RestartPolicy{Delay: time.Second, MaxDelay: 5 * time.Minute, Stable: 2 * time.Minute, Jitter: 0.2}
@@ -54,7 +56,7 @@ func TestDecideBackoff(t *testing.T) {
 
 func TestDecideFatalStatusStops(t *testing.T) {
 	var h History
-	d := testPolicy.Decide(&h, Exit{Code: ExitFatalConfig, Uptime: time.Hour}, time.Now(), 0.5, 1)
+	d := testPolicy.Decide(&h, Exit{Code: wire.ExitConfig, Uptime: time.Hour}, time.Now(), 0.5, 1)
 	if d.Action != ActionStopFatal {
 		t.Fatalf("exit 78: %+v, want stop", d)
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -51,9 +52,19 @@ func (r *runner) run() error {
 			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopped })
 			return nil
 		}
-		exit, fatal := r.runOnce()
+		exit, fatal, startErr := r.runOnce()
 		if r.sup.isStopping() {
 			continue
+		}
+		if msg := permanentStartError(startErr); msg != "" {
+			r.log.Error("cannot start the cluster process, and trying again cannot help; stopping everything", "err", startErr)
+			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+				c.State = ClusterFatal
+				if c.LastExit != nil {
+					c.LastExit.Message = msg
+				}
+			})
+			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
 		}
 		if exit.Reason == ReasonRolling {
 			r.recordRestart(exit, 0)
@@ -105,18 +116,19 @@ func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 	})
 }
 
-// runOnce starts one process and supervises it until it has exited.
-func (r *runner) runOnce() (Exit, *wire.Fatal) {
+// runOnce starts one process and supervises it until it has exited; the
+// error is the one that kept it from starting.
+func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 	started := time.Now()
 	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.sup.cfg.Plan.ShardCount)
 	if err != nil {
 		r.log.Error("start cluster process", "err", err)
 		exit := Exit{Code: -1, Reason: ReasonExit}
 		r.recordExit(exit, 0)
-		return exit, nil
+		return exit, nil, err
 	}
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
-	ch.start(r.sup.cfg.Token, r.sup.cfg.MaxConcurrency)
+	ch.start(r.sup.cfg.Token)
 	r.setChannel(ch)
 	pid := proc.PID()
 	r.log.Info("cluster process started", "pid", pid, "shards", FormatIDs(r.cluster.Shards))
@@ -136,7 +148,7 @@ func (r *runner) runOnce() (Exit, *wire.Fatal) {
 	ch.close()
 	r.setChannel(nil)
 	r.recordExit(exit, pid)
-	return exit, ch.fatalReport()
+	return exit, ch.fatalReport(), nil
 }
 
 // supervise waits for the process to exit, ending it first when it must go.
@@ -214,4 +226,19 @@ func (r *runner) recordExit(exit Exit, pid int) {
 	if pid != 0 && exit.Reason == ReasonStop {
 		r.log.Info("cluster process stopped", "pid", pid, "status", exit.String(), "uptime", exit.Uptime.Round(time.Millisecond))
 	}
+}
+
+// permanentStartError says what is wrong when err, from starting a cluster
+// process, is one that no retry can fix: the environment and arguments too
+// large for the kernel, or a binary that cannot be executed. Otherwise "".
+func permanentStartError(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.E2BIG):
+		return fmt.Sprintf("start the cluster process: %v: its arguments and environment (the shard ids among them) are larger than the kernel allows; plan fewer shards per cluster", err)
+	case errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EACCES):
+		return fmt.Sprintf("start the cluster process: %v: the binary cannot be executed", err)
+	}
+	return ""
 }

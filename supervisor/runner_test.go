@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -122,7 +125,7 @@ func TestRunnerBackoffGrowsAndResets(t *testing.T) {
 		q, _ := identify.New(identify.Config{MaxConcurrency: 1, Interval: time.Second}, nil, nil)
 		tok, _ := secret.NewToken("t")
 		s, err := New(Config{
-			Plan: plan, Launcher: l, Queue: q, Token: tok, MaxConcurrency: 1,
+			Plan: plan, Launcher: l, Queue: q, Token: tok,
 			Policy:          RestartPolicy{Delay: time.Second, MaxDelay: 5 * time.Minute, Stable: 2 * time.Minute},
 			ShutdownTimeout: 20 * time.Second, ChildWatchdog: 30 * time.Second,
 		}, nil)
@@ -208,4 +211,77 @@ func TestRunnerWatchdogOnFakeClock(t *testing.T) {
 		s.Stop()
 		<-done
 	})
+}
+
+// failingLauncher fails every start with err.
+type failingLauncher struct {
+	err    error
+	mu     sync.Mutex
+	starts int
+}
+
+func (l *failingLauncher) Launch(Cluster, int) (Process, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.starts++
+	return nil, &os.PathError{Op: "fork/exec", Path: "/bin/shardvisor", Err: l.err}
+}
+
+// A start that no retry can fix stops the supervisor with a FatalError at
+// once; one that may pass (EAGAIN: the process limit) is retried.
+func TestRunnerPermanentStartErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err   syscall.Errno
+		fatal bool
+		want  string
+	}{
+		{syscall.E2BIG, true, "fewer shards per cluster"},
+		{syscall.ENOEXEC, true, "cannot be executed"},
+		{syscall.EACCES, true, "cannot be executed"},
+		{syscall.EAGAIN, false, ""},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := &failingLauncher{err: tc.err}
+				plan, _ := NewPlan(PlanConfig{Shards: 2, ShardsPerCluster: 2})
+				q, _ := identify.New(identify.Config{MaxConcurrency: 1, Interval: time.Second}, nil, nil)
+				tok, _ := secret.NewToken("t")
+				s, err := New(Config{
+					Plan: plan, Launcher: l, Queue: q, Token: tok,
+					Policy:          RestartPolicy{Delay: time.Second, MaxDelay: time.Minute, Stable: 2 * time.Minute},
+					ShutdownTimeout: 20 * time.Second, ChildWatchdog: 30 * time.Second,
+				}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- s.Run(context.Background()) }()
+				time.Sleep(10 * time.Minute)
+				synctest.Wait()
+				l.mu.Lock()
+				starts := l.starts
+				l.mu.Unlock()
+				if !tc.fatal {
+					if starts < 5 {
+						t.Errorf("%v: %d starts in 10 minutes, want it retried", tc.err, starts)
+					}
+					s.Stop()
+					<-done
+					return
+				}
+				var fe *FatalError
+				select {
+				case err := <-done:
+					if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) {
+						t.Errorf("Run = %v, want a FatalError saying %q", err, tc.want)
+					}
+				default:
+					t.Fatalf("%v: still running after 10 minutes and %d starts", tc.err, starts)
+				}
+				if starts != 1 {
+					t.Errorf("%v: %d starts, want 1", tc.err, starts)
+				}
+			})
+		})
+	}
 }

@@ -29,8 +29,6 @@ type Config struct {
 	ChildWatchdog time.Duration
 	// Token is handed to each child over its channel.
 	Token secret.Token
-	// MaxConcurrency is Discord's identify concurrency, for the children.
-	MaxConcurrency int
 	// Queue paces every child's IDENTIFYs.
 	Queue identify.Acquirer
 	// BudgetFactor, if set, stretches restart delays while the session

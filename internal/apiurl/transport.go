@@ -7,9 +7,11 @@
 package apiurl
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -28,6 +30,11 @@ func Parse(raw string) (*url.URL, error) {
 	}
 	if u.Host == "" {
 		return nil, fmt.Errorf("api url %q: no host", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("api url %q: port %q is not between 1 and 65535", raw, p)
+		}
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("api url %q: must not carry a query or fragment", raw)
@@ -71,5 +78,31 @@ func (t *rewriter) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.URL.RawPath = t.base.Path + req.URL.RawPath
 	}
 	r.Host = t.base.Host
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		return nil, &dialError{url: r.URL, err: err}
+	}
+	return resp, nil
+}
+
+// dialError is a failed round trip to the rewritten URL.
+type dialError struct {
+	url *url.URL
+	err error
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// Dialled returns err naming the URL that was really asked: net/http's
+// *url.Error names the request as discordgo built it (https://discord.com/...)
+// even when Transport sent it elsewhere, which misleads whoever reads it.
+// Other errors are returned as they are.
+func Dialled(err error) error {
+	var ue *url.Error
+	var de *dialError
+	if !errors.As(err, &ue) || !errors.As(ue.Err, &de) {
+		return err
+	}
+	return &url.Error{Op: ue.Op, URL: de.url.Redacted(), Err: de.err}
 }

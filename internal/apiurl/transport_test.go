@@ -1,8 +1,12 @@
 package apiurl
 
 import (
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -25,6 +29,10 @@ func TestParse(t *testing.T) {
 		{raw: "http://x/?a=b", wantErr: true},
 		{raw: "http://x/#frag", wantErr: true},
 		{raw: "http://[::1", wantErr: true},
+		{raw: "http://127.0.0.1:99999", wantErr: true},
+		{raw: "http://127.0.0.1:0", wantErr: true},
+		{raw: "http://127.0.0.1:-1", wantErr: true},
+		{raw: "http://[::1]:443", want: "http://[::1]:443"},
 	} {
 		u, err := Parse(tc.raw)
 		if tc.wantErr {
@@ -36,6 +44,34 @@ func TestParse(t *testing.T) {
 		if err != nil || u.String() != tc.want {
 			t.Errorf("Parse(%q) = %v, %v; want %s", tc.raw, u, err, tc.want)
 		}
+	}
+}
+
+// A failed request names the URL that was dialled, not discord.com.
+func TestDialledNamesTheRealURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	base, _ := Parse("http://" + addr + "/prefix")
+	c := &http.Client{Transport: Transport(base, nil)}
+	_, err = c.Get("https://discord.com/api/v9/gateway/bot")
+	if err == nil {
+		t.Fatal("a request to a closed port succeeded")
+	}
+	got := Dialled(err).Error()
+	if strings.Contains(got, "discord.com") || !strings.Contains(got, "http://"+addr+"/prefix/api/v9/gateway/bot") {
+		t.Errorf("error %q does not name the dialled URL", got)
+	}
+	var ue *url.Error
+	if !errors.As(Dialled(err), &ue) {
+		t.Errorf("Dialled lost the *url.Error")
+	}
+	plain := errors.New("other")
+	if Dialled(plain) != plain {
+		t.Errorf("Dialled changed an error that is not a round trip's")
 	}
 }
 

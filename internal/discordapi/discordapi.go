@@ -12,6 +12,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/shardvisor/shardvisor/internal/apiurl"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
 )
@@ -42,7 +43,7 @@ func (c *Client) GatewayBot(ctx context.Context) (GatewayBot, error) {
 	asked := time.Now()
 	r, err := c.s.GatewayBot(discordgo.WithContext(ctx))
 	if err != nil {
-		return GatewayBot{}, fmt.Errorf("get gateway/bot: %w", err)
+		return GatewayBot{}, fmt.Errorf("get gateway/bot: %w", apiurl.Dialled(err))
 	}
 	l := r.SessionStartLimit
 	g := GatewayBot{
@@ -69,7 +70,7 @@ func (c *Client) Budget(ctx context.Context) (identify.Budget, error) {
 func (c *Client) RegisterCommands(ctx context.Context, cmds []*discordgo.ApplicationCommand, guildID string) (string, error) {
 	body, err := c.s.Request(http.MethodGet, discordgo.EndpointApplication("@me"), nil, discordgo.WithContext(ctx))
 	if err != nil {
-		return "", fmt.Errorf("register commands: read application: %w", err)
+		return "", fmt.Errorf("register commands: read application: %w", apiurl.Dialled(err))
 	}
 	var app discordgo.Application
 	if err := json.Unmarshal(body, &app); err != nil || app.ID == "" {
@@ -79,7 +80,7 @@ func (c *Client) RegisterCommands(ctx context.Context, cmds []*discordgo.Applica
 		cmds = []*discordgo.ApplicationCommand{}
 	}
 	if _, err := c.s.ApplicationCommandBulkOverwrite(app.ID, guildID, cmds, discordgo.WithContext(ctx)); err != nil {
-		return app.ID, fmt.Errorf("register commands: %w", err)
+		return app.ID, fmt.Errorf("register commands: %w", apiurl.Dialled(err))
 	}
 	return app.ID, nil
 }

@@ -36,8 +36,6 @@ type Hello struct {
 // not take from its environment.
 type Welcome struct {
 	Token secret.Token `json:"-"`
-	// MaxConcurrency is Discord's identify concurrency for this bot.
-	MaxConcurrency int `json:"max_concurrency"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -170,20 +168,16 @@ func (m *Welcome) Validate() error {
 	if m.Token.Empty() {
 		return fmt.Errorf("no token")
 	}
-	if m.MaxConcurrency < 0 || m.MaxConcurrency > MaxShardID {
-		return fmt.Errorf("max_concurrency %d out of range", m.MaxConcurrency)
-	}
 	return nil
 }
 
 // welcomeWire is Welcome as it travels: the only place the token is revealed.
 type welcomeWire struct {
-	Token          string `json:"token"`
-	MaxConcurrency int    `json:"max_concurrency"`
+	Token string `json:"token"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
-	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), MaxConcurrency: m.MaxConcurrency})
+	return json.Marshal(welcomeWire{Token: m.Token.Reveal()})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -191,7 +185,6 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	m.MaxConcurrency = w.MaxConcurrency
 	m.Token = secret.Token{}
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
