@@ -145,21 +145,3 @@ func merge(results [][]*dto.MetricFamily) []*dto.MetricFamily {
 	}
 	return out
 }
-
-// WhileAlive wraps a collector so that it collects only while alive
-// returns true: a process collector whose process is gone would otherwise
-// report an error at every scrape.
-func WhileAlive(c prometheus.Collector, alive func() bool) prometheus.Collector {
-	return whileAlive{c, alive}
-}
-
-type whileAlive struct {
-	prometheus.Collector
-	alive func() bool
-}
-
-func (w whileAlive) Collect(ch chan<- prometheus.Metric) {
-	if w.alive() {
-		w.Collector.Collect(ch)
-	}
-}
