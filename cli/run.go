@@ -234,8 +234,8 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	}
 	sup.RegisterMetrics(reg)
 	children := metrics.NewChildren(sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
-	metricsHandler := promhttp.HandlerFor(prometheus.Gatherers{reg, children},
-		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prometheus.Gatherers{reg, children}),
+		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), reg)
 
 	var ln, queueLn net.Listener
 	if f.metricsAddr != "" {
