@@ -1,9 +1,14 @@
 package metrics
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,25 +119,46 @@ func TestSharedOverlappingGathersShareOne(t *testing.T) {
 	}
 }
 
-// blockingHandler answers each request with its number, once released.
+// blockingHandler answers each request with its number (padded, to be
+// worth compressing), once released.
 type blockingHandler struct {
-	calls   atomic.Int32
-	started chan struct{}
-	release chan struct{}
+	calls    atomic.Int32
+	started  chan struct{}
+	release  chan struct{}
+	encoding atomic.Bool // a request came with Accept-Encoding
 }
 
 func (h *blockingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := h.calls.Add(1)
+	if r.Header.Get("Accept-Encoding") != "" {
+		h.encoding.Store(true)
+	}
 	h.started <- struct{}{}
 	<-h.release
 	if r.URL.Query().Has("panic") {
 		panic(http.ErrAbortHandler)
 	}
 	w.Header().Set("Content-Type", "text/plain")
-	w.Header().Set("X-Call", string(rune('0'+n)))
+	w.Header().Set("X-Call", strconv.Itoa(int(n)))
 	w.WriteHeader(http.StatusTeapot)
-	w.Write([]byte("answer of call "))
-	w.Write([]byte{byte('0' + n)})
+	fmt.Fprintf(w, "answer of call %d%s", n, strings.Repeat(" ", 2000))
+}
+
+// body returns rec's body, gunzipped if it says so.
+func body(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		return strings.TrimSpace(rec.Body.String())
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(rec.Body.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func TestShareResponsesOverlappingRequestsShareOne(t *testing.T) {
@@ -140,9 +166,9 @@ func TestShareResponsesOverlappingRequestsShareOne(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	s := ShareResponses(h, reg)
 	shared := func() float64 { return testutil.ToFloat64(s.(*sharedHandler).shared) }
-	get := func(uri, encoding string) *httptest.ResponseRecorder {
+	get := func(uri, accept, encoding string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, uri, nil)
-		req.Header.Set("Accept", "text/plain")
+		req.Header.Set("Accept", accept)
 		if encoding != "" {
 			req.Header.Set("Accept-Encoding", encoding)
 		}
@@ -151,38 +177,47 @@ func TestShareResponsesOverlappingRequestsShareOne(t *testing.T) {
 		return rec
 	}
 	var wg sync.WaitGroup
-	recs := make([]*httptest.ResponseRecorder, 4)
-	wg.Go(func() { recs[0] = get("/metrics", "gzip") })
+	recs := make([]*httptest.ResponseRecorder, 5)
+	wg.Go(func() { recs[0] = get("/metrics", "text/plain", "gzip") })
 	wait(t, "the first request", h.started)
-	wg.Go(func() { recs[1] = get("/metrics", "gzip") })
-	wg.Go(func() { recs[2] = get("/metrics", "gzip") })
+	wg.Go(func() { recs[1] = get("/metrics", "text/plain", "gzip, deflate") })
+	wg.Go(func() { recs[2] = get("/metrics", "text/plain", "") }) // the same answer, not compressed
 	until(t, "two requests joining the first", func() bool { return shared() == 2 })
-	// Another encoding, another URI: answers of their own.
-	wg.Go(func() { recs[3] = get("/metrics", "") })
-	wait(t, "the request without gzip", h.started)
-	done := make(chan *httptest.ResponseRecorder)
-	go func() { done <- get("/metrics?x=1", "gzip") }()
+	// Another Accept, another URI: answers of their own.
+	wg.Go(func() { recs[3] = get("/metrics", "application/openmetrics-text", "gzip") })
+	wait(t, "the request of another Accept", h.started)
+	wg.Go(func() { recs[4] = get("/metrics?x=1", "text/plain", "gzip;q=0") })
 	wait(t, "the request of another URI", h.started)
 	close(h.release)
 	wg.Wait()
-	<-done
 	if n := h.calls.Load(); n != 3 {
 		t.Errorf("the handler ran %d times for 3 identical requests and 2 others, want 3", n)
 	}
-	for i, rec := range recs[:3] {
-		if rec.Code != http.StatusTeapot || rec.Body.String() != "answer of call 1" || rec.Header().Get("X-Call") != "1" ||
-			rec.Header().Get("Content-Type") != "text/plain" {
-			t.Errorf("identical request %d: %d %v %q, want the first's answer", i, rec.Code, rec.Header(), rec.Body)
+	for i, want := range []string{"gzip", "gzip", "", "gzip", ""} {
+		if got := recs[i].Header().Get("Content-Encoding"); got != want {
+			t.Errorf("request %d: Content-Encoding %q, want %q", i, got, want)
 		}
 	}
-	if got := recs[3].Body.String(); got != "answer of call 2" {
-		t.Errorf("the request without gzip got %q, want an answer of its own", got)
+	for i, rec := range recs[:3] {
+		if rec.Code != http.StatusTeapot || body(t, rec) != "answer of call 1" || rec.Header().Get("X-Call") != "1" ||
+			rec.Header().Get("Content-Type") != "text/plain" || rec.Header().Get("Content-Length") != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("identical request %d: %d %v %q, want the first's answer", i, rec.Code, rec.Header(), body(t, rec))
+		}
+	}
+	if got := body(t, recs[3]); got != "answer of call 2" {
+		t.Errorf("the request of another Accept got %q, want an answer of its own", got)
+	}
+	if got := body(t, recs[4]); got != "answer of call 3" {
+		t.Errorf("the request of another URI got %q, want an answer of its own", got)
+	}
+	if h.encoding.Load() {
+		t.Error("the handler saw Accept-Encoding: it would compress what ShareResponses compresses")
 	}
 	if shared() != 2 {
 		t.Errorf("shardvisor_scrapes_shared_total = %v, want 2", shared())
 	}
 	// Nothing is kept once the answer is written.
-	if got := get("/metrics", "gzip").Body.String(); got != "answer of call 4" {
+	if got := body(t, get("/metrics", "text/plain", "gzip")); got != "answer of call 4" {
 		t.Errorf("a request after the others got %q, want an answer of its own", got)
 	}
 	want := `# HELP shardvisor_scrapes_shared_total Scrapes of /metrics that waited for the response of an identical scrape under way when they came, instead of asking the clusters again.
@@ -191,6 +226,15 @@ shardvisor_scrapes_shared_total 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shardvisor_scrapes_shared_total"); err != nil {
 		t.Error(err) // registered, and pedantic-clean
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for in, want := range map[string]bool{"": false, "gzip": true, "GZIP": true, "deflate, gzip;q=0.5": true,
+		"gzip;q=0": false, "gzip; q=0.000": false, "*": true, "identity": false, "br, zstd": false} {
+		if got := acceptsGzip([]string{in}); got != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", in, got, want)
+		}
 	}
 }
 
