@@ -263,8 +263,8 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	}
 	c.sup.RegisterMetrics(reg)
 	children := metrics.NewChildren(c.sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
-	metricsHandler := promhttp.HandlerFor(prometheus.Gatherers{reg, children},
-		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prometheus.Gatherers{reg, children}),
+		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), reg)
 
 	defer func() {
 		if err != nil {

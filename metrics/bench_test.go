@@ -3,7 +3,11 @@ package metrics_test
 import (
 	"bytes"
 	"context"
+	"math"
+	"net/http"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/shardvisor/shardvisor/discordtest"
 )
@@ -54,3 +58,36 @@ func countSeries(body []byte) (all, ofClusters int) {
 	}
 	return all, ofClusters
 }
+
+// BenchmarkConcurrentScrapes32 measures the supervisor's /metrics under
+// concurrent scrapers: 32 cluster processes of 2 shards each (64 shards)
+// against the fake Discord, 8 scrapers each scraping 25 times back to
+// back. It reports the median of 5 lone scrapes (lone-ms) and the median
+// and 99th percentile of the concurrent ones (p50-ms, p99-ms). Overlapping
+// scrapes share one fan-out to the clusters (ShareResponses, Shared), so
+// the concurrent figures stay near the lone one. Run it with:
+// go test -run '^$' -bench ConcurrentScrapes32 -benchtime 1x ./metrics/
+func BenchmarkConcurrentScrapes32(b *testing.B) {
+	const shards, clusters, scrapers, each = 64, 32, 8, 25
+	bot := startBot(b, discordtest.Options{Guilds: 64 * 20, MaxConcurrency: 16, EventRate: 1}, shards, clusters)
+	ctx := context.Background()
+	bot.ping(b, shards)
+	// One connection kept per scraper, as Prometheus keeps its own.
+	tr := &http.Transport{MaxIdleConnsPerHost: scrapers}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	scrape := func() error { _, err := httpGet(ctx, client, "http://"+bot.addr+"/metrics"); return err }
+	lone, all := scrapeConcurrently(b, scrape, scrapers, each)
+	b.ReportMetric(ms(quantile(lone, 0.5)), "lone-ms")
+	b.ReportMetric(ms(quantile(all, 0.5)), "p50-ms")
+	b.ReportMetric(ms(quantile(all, 0.99)), "p99-ms")
+}
+
+// quantile returns the q-quantile of ds (nearest rank), sorting ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	slices.Sort(ds)
+	i := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[max(i, 0)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

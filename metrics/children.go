@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,7 +100,8 @@ func fetch(ctx context.Context, ch Child) ([]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := strconv.Itoa(ch.ID)
+	// One label pair for all the child's series: nothing changes it.
+	label := &dto.LabelPair{Name: proto.String(Label), Value: proto.String(strconv.Itoa(ch.ID))}
 	dec := expfmt.NewDecoder(bytes.NewReader(b), expfmt.NewFormat(expfmt.TypeProtoDelim))
 	var out []*dto.MetricFamily
 	for {
@@ -110,17 +113,22 @@ func fetch(ctx context.Context, ch Child) ([]*dto.MetricFamily, error) {
 			return nil, fmt.Errorf("decode metrics of cluster %d: %w", ch.ID, err)
 		}
 		for _, m := range mf.Metric {
-			for _, lp := range m.Label {
-				if lp.GetName() == Label {
-					return nil, fmt.Errorf("cluster %d sent a metric that already has the %s label", ch.ID, Label)
-				}
+			if slices.ContainsFunc(m.Label, func(lp *dto.LabelPair) bool { return lp.GetName() == Label }) {
+				return nil, fmt.Errorf("cluster %d sent a metric that already has the %s label", ch.ID, Label)
 			}
-			m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(Label), Value: proto.String(id)})
-			sort.Slice(m.Label, func(i, j int) bool { return m.Label[i].GetName() < m.Label[j].GetName() })
+			// Labels come sorted by name from the child's registry: ours
+			// goes in its place.
+			if !slices.IsSortedFunc(m.Label, byName) {
+				slices.SortFunc(m.Label, byName)
+			}
+			i, _ := slices.BinarySearchFunc(m.Label, label, byName)
+			m.Label = slices.Insert(m.Label, i, label)
 		}
 		out = append(out, mf)
 	}
 }
+
+func byName(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) }
 
 // merge joins families of the same name from different children.
 func merge(results [][]*dto.MetricFamily) []*dto.MetricFamily {
@@ -144,22 +152,4 @@ func merge(results [][]*dto.MetricFamily) []*dto.MetricFamily {
 		out = append(out, byName[n])
 	}
 	return out
-}
-
-// WhileAlive wraps a collector so that it collects only while alive
-// returns true: a process collector whose process is gone would otherwise
-// report an error at every scrape.
-func WhileAlive(c prometheus.Collector, alive func() bool) prometheus.Collector {
-	return whileAlive{c, alive}
-}
-
-type whileAlive struct {
-	prometheus.Collector
-	alive func() bool
-}
-
-func (w whileAlive) Collect(ch chan<- prometheus.Metric) {
-	if w.alive() {
-		w.Collector.Collect(ch)
-	}
 }

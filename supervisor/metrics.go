@@ -2,11 +2,9 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/shardvisor/shardvisor/metrics"
 )
@@ -73,29 +71,27 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// errNoProcess is what a cluster's process collector gets between processes.
-var errNoProcess = errors.New("no process")
-
 // RegisterMetrics registers the supervisor's per-cluster metrics with reg:
-// the status of each cluster, and each cluster process's CPU, memory and
-// file descriptors read from its pid by client_golang's process collector
-// (as shardvisor_cluster_process_*, since the supervisor's own process_*
-// carry no cluster_id).
+// the status of each cluster, and each running cluster process's CPU,
+// memory and file descriptors read from its pid (as
+// shardvisor_cluster_process_*, since the supervisor's own process_* carry
+// no cluster_id).
 func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(statusCollector{store: s.store})
+	reg.MustRegister(statusCollector{store: s.store}, metrics.NewProcesses(s.pids))
+}
+
+// pids returns the pid of every cluster whose process runs, by cluster id.
+func (s *Supervisor) pids() map[int]int {
+	out := map[int]int{}
 	for _, r := range s.runners {
-		pc := collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
-			Namespace: "shardvisor_cluster",
-			PidFn: func() (int, error) {
-				if c, _ := s.store.Cluster(r.cluster.ID); c.PID != 0 {
-					return c.PID, nil
-				}
-				return 0, errNoProcess
-			},
-		})
-		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"cluster_id": strconv.Itoa(r.cluster.ID)}, reg)
-		wrapped.MustRegister(metrics.WhileAlive(pc, func() bool { return r.channel() != nil }))
+		if r.channel() == nil {
+			continue
+		}
+		if c, _ := s.store.Cluster(r.cluster.ID); c.PID != 0 {
+			out[r.cluster.ID] = c.PID
+		}
 	}
+	return out
 }
 
 // Children lists the running cluster processes for metrics.Children.
