@@ -27,7 +27,8 @@ import (
 // the server's close frame, which discordgo drops.
 //
 // Discord's JSON for these payloads starts with the op field, exactly as
-// discordgo's structs marshal it; gate_test.go fails if that changes.
+// discordgo's structs marshal it; TestDiscordgoPayloadsStartWithOp
+// (gate_test.go) fails if that changes.
 var (
 	heartbeatPrefix = []byte(`{"op":1,`)
 	identifyPrefix  = []byte(`{"op":2,`)

@@ -4,9 +4,9 @@
 //     shipped);
 //   - StartFake runs the fake Discord as its own process;
 //   - BootSystemd boots a throwaway, real systemd as PID 1 of its own PID,
-//     mount, cgroup, UTS and IPC namespaces (modelled on
-//     shared/tools/systemd-sandbox) with the unit under test installed where
-//     an operator installs it;
+//     mount, cgroup, UTS and IPC namespaces (the boot script is innerScript
+//     in systemd.go) with the unit under test installed where an operator
+//     installs it;
 //   - StartContainer runs a command as PID 1 of its own PID and mount
 //     namespaces, chrooted into an image-like root file system, as a
 //     container runtime would;
