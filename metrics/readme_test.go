@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -54,12 +55,15 @@ func exporters(t *testing.T) []struct {
 			}
 			sup, err := supervisor.New(supervisor.Config{Plan: plan, Launcher: &supervisor.ExecLauncher{},
 				Policy:          supervisor.RestartPolicy{Delay: time.Second, MaxDelay: time.Minute, Stable: time.Minute},
-				ShutdownTimeout: time.Second, ChildWatchdog: time.Second, Token: tok, MaxConcurrency: 2,
+				ShutdownTimeout: time.Second, ChildWatchdog: time.Second, Token: tok,
 				Queue: queue(prom.NewRegistry())}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			sup.RegisterMetrics(reg)
+		}},
+		{"shared scrapes", func(reg prom.Registerer) {
+			metrics.ShareResponses(http.NotFoundHandler(), reg)
 		}},
 		{"children", func(reg prom.Registerer) {
 			metrics.NewChildren(func() []metrics.Child { return nil }, time.Second, nil, reg)
