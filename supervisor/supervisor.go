@@ -130,6 +130,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var first error
 	var hurryTimer <-chan time.Time
+	// Each is taken once, then nil: a closed channel left in the select
+	// would spin this loop until the last process exits.
+	done, stopping := ctx.Done(), (<-chan struct{})(s.stopping)
 	for left := len(s.runners); left > 0; {
 		s.tick.Store(time.Now().UnixNano())
 		select {
@@ -139,13 +142,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				first = err
 				s.Stop()
 			}
-		case <-ctx.Done():
+		case <-done:
+			done = nil
 			s.Stop()
-		case <-s.stopping:
-			if hurryTimer == nil {
-				s.log.Info("stopping every cluster process", "shutdown_timeout", s.cfg.ShutdownTimeout)
-				hurryTimer = time.After(s.cfg.ShutdownTimeout)
-			}
+		case <-stopping:
+			stopping = nil
+			s.log.Info("stopping every cluster process", "shutdown_timeout", s.cfg.ShutdownTimeout)
+			hurryTimer = time.After(s.cfg.ShutdownTimeout)
 		case <-hurryTimer:
 			s.Hurry()
 			hurryTimer = nil
