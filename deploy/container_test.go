@@ -53,7 +53,7 @@ func distrolessEnv() []string {
 // grace period, exit 0.
 func runContainer(t *testing.T, img image, bin string) {
 	if err := harness.CanRunContainer(); err != nil {
-		t.Skip("skipped: " + err.Error())
+		harness.Missing(t, err.Error())
 	}
 	final := img.final()
 	uid, gid := img.user(t)

@@ -46,7 +46,7 @@ const (
 // the watchdog step shortens WatchdogSec with a drop-in of its own.
 func TestUnderSystemd(t *testing.T) {
 	if err := harness.CanBootSystemd(); err != nil {
-		t.Skip("skipped: " + err.Error())
+		harness.Missing(t, err.Error())
 	}
 	bins := harness.Build(t)
 	client := harness.Net{}.Client()

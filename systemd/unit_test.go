@@ -214,7 +214,7 @@ func withBinary(t *testing.T, dir, bin string) string {
 // TestUnderSystemd verifies the unit unchanged, installed, as well.
 func TestVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("skipped: no systemd-analyze (Debian: systemd)")
+		harness.Missing(t, "no systemd-analyze (Debian: systemd)")
 	}
 	bins := harness.Build(t)
 	path := withBinary(t, t.TempDir(), bins.Shardvisor)
@@ -235,7 +235,7 @@ const maxExposure = 2.0
 // is read from the last line as well.
 func TestSecurityScore(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("skipped: no systemd-analyze (Debian: systemd)")
+		harness.Missing(t, "no systemd-analyze (Debian: systemd)")
 	}
 	ctx, cancel := harness.Deadline()
 	defer cancel()

@@ -90,7 +90,7 @@ type Container struct {
 func StartContainer(t testing.TB, cfg ContainerConfig) *Container {
 	t.Helper()
 	if err := CanRunContainer(); err != nil {
-		t.Skip("skipped: " + err.Error())
+		Missing(t, err.Error())
 	}
 	argv := append(cfg.Net.Prefix(), "unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
 		"--root="+cfg.Rootfs, "--setgid="+strconv.Itoa(cfg.GID), "--setuid="+strconv.Itoa(cfg.UID), "--")

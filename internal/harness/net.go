@@ -27,10 +27,10 @@ type Net struct {
 func NewNetns(t testing.TB) Net {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("a network namespace needs root")
+		Missing(t, "a network namespace needs root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("a network namespace needs ip(8) (Debian: iproute2)")
+		Missing(t, "a network namespace needs ip(8) (Debian: iproute2)")
 	}
 	lines := make(chan string, 1)
 	p := Start(t, nil, lines, "unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep infinity")

@@ -94,7 +94,7 @@ type Systemd struct {
 func BootSystemd(t testing.TB, files []File) *Systemd {
 	t.Helper()
 	if err := CanBootSystemd(); err != nil {
-		t.Skip("skipped: " + err.Error())
+		Missing(t, err.Error())
 	}
 	dir := TempDir(t, 0o700)
 	for _, f := range files {
