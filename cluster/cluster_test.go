@@ -16,6 +16,7 @@ import (
 
 	"github.com/shardvisor/shardvisor/discordtest"
 	"github.com/shardvisor/shardvisor/internal/apiurl"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/internal/wire"
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // patience bounds every wait on an event, for a busy 2-core machine under
 // the race detector.
-const patience = 60 * time.Second
+const patience = harness.Patience
 
 // interval is the identify interval of these tests. tolerance is the fake's
 // measurement slack: it timestamps an IDENTIFY when its read goroutine gets
@@ -150,13 +151,7 @@ func (fx *fixture) waitRecord(t *testing.T, what string, cond func(discordtest.R
 // that has no event to wait on.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v", what, patience)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	harness.Poll(t, what, 5*time.Millisecond, func() (bool, error) { return cond(), nil })
 }
 
 func allReady(st *wire.Status) bool {
@@ -168,22 +163,13 @@ func allReady(st *wire.Status) bool {
 	return true
 }
 
-// checkPacing fails the test if any two IDENTIFYs of one bucket came closer
-// than the interval, or a shard ever had two live sessions.
-func checkPacing(t *testing.T, r discordtest.Record, every time.Duration) {
+// checkPacing fails the test if an IDENTIFY came sooner after its
+// bucket's last than the fake allows (it is told the interval), or a shard
+// ever had two live sessions.
+func checkPacing(t *testing.T, r discordtest.Record) {
 	t.Helper()
-	last := map[int]time.Time{}
-	for _, id := range r.Identifies {
-		if id.TooSoon {
-			t.Errorf("IDENTIFY of shard %d broke the pacing: gap %v", id.Shard, id.Gap)
-		}
-		if prev, ok := last[id.Bucket]; ok && id.At.Sub(prev) < every-tolerance {
-			t.Errorf("bucket %d: IDENTIFYs %v apart, interval %v", id.Bucket, id.At.Sub(prev), every)
-		}
-		last[id.Bucket] = id.At
-	}
-	if r.MaxLive > 1 {
-		t.Errorf("a shard had %d live sessions at once: the bot would answer twice", r.MaxLive)
+	if err := harness.CheckPacing(r); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -199,7 +185,7 @@ func TestShardsBecomeReadyWithTheirGuilds(t *testing.T) {
 		}
 	}
 	r := fx.fake.Record()
-	checkPacing(t, r, interval)
+	checkPacing(t, r)
 	if len(r.Identifies) != 4 {
 		t.Errorf("%d IDENTIFYs for 4 shards", len(r.Identifies))
 	}
@@ -224,7 +210,7 @@ func TestInvalidSessionStormStaysPaced(t *testing.T) {
 		})
 		fx.waitStatus(t, "all ready again", allReady)
 	}
-	checkPacing(t, fx.fake.Record(), interval)
+	checkPacing(t, fx.fake.Record())
 	// A bare discordgo v0.29.0 answers each op 9 with an immediate IDENTIFY;
 	// through the gate each one waited for its turn, and nothing more was sent.
 	if n := len(fx.fake.Record().Identifies); n != 16 {
@@ -257,7 +243,7 @@ func TestReconnectsResume(t *testing.T) {
 	if len(r.Identifies) != 3 {
 		t.Errorf("%d IDENTIFYs; want 2 at start and 1 after op 9 (the rest resumed)", len(r.Identifies))
 	}
-	checkPacing(t, r, interval)
+	checkPacing(t, r)
 	if n := testutil.CollectAndCount(fx.reg, "shardvisor_shard_reconnects_total"); n != 4 {
 		t.Errorf("%d reconnect series, want 4", n)
 	}
@@ -324,7 +310,7 @@ func TestZombieConnectionIsReplaced(t *testing.T) {
 	fx.waitRecord(t, "a new connection", func(r discordtest.Record) bool { return len(r.Connections) > before })
 	fx.fake.Zombie(0, false)
 	fx.waitStatus(t, "ready again", allReady)
-	checkPacing(t, fx.fake.Record(), interval)
+	checkPacing(t, fx.fake.Record())
 }
 
 func TestMalformedFramesDoNotCrash(t *testing.T) {

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 
 // patience bounds every wait on an event, for a busy 2-core machine with
 // the race detector in every process.
-const patience = 90 * time.Second
+const patience = harness.Patience
 
 // need returns the path of a binary of Debian's prometheus package. It
 // skips the test when the binary is absent, except in CI (CI set), which
