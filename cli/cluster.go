@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -50,9 +48,6 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return err
 	}
 	log := base.With("cluster_id", id.ClusterID)
-	// discordgo logs through a package variable; in this process it speaks
-	// through the cluster's logger, so its lines carry cluster_id too.
-	discordgo.Logger = discordgoLogger(log)
 	gw, err := gf.check()
 	if err != nil {
 		return err
@@ -119,6 +114,9 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 	if err != nil {
 		return configError(err)
 	}
+	// discordgo logs through a package variable; in this process the
+	// cluster translates its lines (before Run: no session logs earlier).
+	discordgo.Logger = c.DiscordgoLogger()
 	g.Add(func() error { return c.Run(ctx) }, func(error) { cancel() })
 	g.Add(run.SignalHandler(ctx, syscall.SIGTERM, syscall.SIGINT))
 	err = g.Run()
@@ -137,16 +135,4 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return nil
 	}
 	return err
-}
-
-// discordgoLogger adapts discordgo's logger (used at LogWarning and above:
-// lower levels print the IDENTIFY payload, token included).
-func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a ...any) {
-	return func(msgL, _ int, format string, a ...any) {
-		level := slog.LevelWarn
-		if msgL == discordgo.LogError {
-			level = slog.LevelError
-		}
-		log.Log(context.Background(), level, "discordgo: "+strings.TrimSpace(fmt.Sprintf(format, a...)))
-	}
 }

@@ -108,6 +108,7 @@ type Cluster struct {
 	bot        *Bot
 	log        *slog.Logger
 	metrics    *clusterMetrics
+	warnings   *gatewayWarnings
 	httpClient *http.Client
 	shards     []*shard
 	ctx        context.Context // for interactions; ends when Run stops its shards
@@ -132,8 +133,11 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1)}
 	c.httpClient = HTTPClient(cfg.APIURL)
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
+	c.warnings = newGatewayWarnings(logger, reg)
 	for _, id := range cfg.ShardIDs {
-		c.shards = append(c.shards, newShard(c, id))
+		sh := newShard(c, id)
+		c.shards = append(c.shards, sh)
+		c.warnings.addShard(sh.s, id)
 	}
 	return c, nil
 }
