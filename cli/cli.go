@@ -31,13 +31,26 @@ const (
 type exitError struct {
 	code int
 	err  error
+	msg  string // err's message in the command line's words; "": err's own
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
-// configError marks err as a configuration error: exit status 78.
-func configError(err error) error { return &exitError{code: ExitFatalConfig, err: err} }
+// configError marks err as a configuration error: exit status 78. A
+// library's *field.Error in it is told by the flag's name (flagFor).
+func configError(err error) error {
+	e := &exitError{code: ExitFatalConfig, err: err}
+	if msg, ok := flagMessage(err); ok {
+		e.msg = msg
+	}
+	return e
+}
 
 // ExitCode maps an error from a mode to the process's exit status.
 func ExitCode(err error) int {
