@@ -67,21 +67,35 @@ type Reporter interface {
 	Fatal(*wire.Fatal)
 }
 
-// SetDefaults fills in zero durations with production values.
+// Defaults is a Config holding only the production durations: the one
+// place they are written, which SetDefaults fills in and the command
+// line's flags start from.
+func Defaults() Config {
+	return Config{
+		ShardConnectTimeout:   2 * time.Minute,
+		GuildReadyTimeout:     time.Minute,
+		MinInvalidSessionWait: time.Second,
+		MaxInvalidSessionWait: 5 * time.Second,
+		ReconnectDelay:        time.Second,
+		MaxReconnectDelay:     time.Minute,
+		StatusInterval:        time.Second,
+		CloseTimeout:          5 * time.Second,
+	}
+}
+
+// SetDefaults fills in zero durations from Defaults.
 func (c *Config) SetDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	d := Defaults()
+	for _, p := range []struct{ v, def *time.Duration }{
+		{&c.ShardConnectTimeout, &d.ShardConnectTimeout}, {&c.GuildReadyTimeout, &d.GuildReadyTimeout},
+		{&c.MinInvalidSessionWait, &d.MinInvalidSessionWait}, {&c.MaxInvalidSessionWait, &d.MaxInvalidSessionWait},
+		{&c.ReconnectDelay, &d.ReconnectDelay}, {&c.MaxReconnectDelay, &d.MaxReconnectDelay},
+		{&c.StatusInterval, &d.StatusInterval}, {&c.CloseTimeout, &d.CloseTimeout},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.def
 		}
 	}
-	def(&c.ShardConnectTimeout, 2*time.Minute)
-	def(&c.GuildReadyTimeout, time.Minute)
-	def(&c.MinInvalidSessionWait, time.Second)
-	def(&c.MaxInvalidSessionWait, 5*time.Second)
-	def(&c.ReconnectDelay, time.Second)
-	def(&c.MaxReconnectDelay, time.Minute)
-	def(&c.StatusInterval, time.Second)
-	def(&c.CloseTimeout, 5*time.Second)
 }
 
 func (c *Config) validate() error {
