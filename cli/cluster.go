@@ -20,26 +20,36 @@ import (
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
+// clusterFlags are the cluster mode's flags.
+type clusterFlags struct {
+	log         logFlags
+	gateway     gatewayFlags
+	bot         botFlags
+	metricsAddr string
+}
+
+// flagSet returns the cluster mode's flag set, writing into f.
+func (f *clusterFlags) flagSet() *flag.FlagSet {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	f.log.register(fs)
+	f.gateway.register(fs)
+	f.bot.register(fs)
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "when running alone: address for /metrics; empty: none")
+	return fs
+}
+
 // runCluster is one cluster process: started by the supervisor (its channel
 // at fd 3 brings the token and the identify queue), or alone (token from
 // the environment, its own identify queue; for compose layouts without a
 // supervisor per machine).
-func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
-	var (
-		lf          logFlags
-		gf          gatewayFlags
-		bf          botFlags
-		metricsAddr string
-	)
-	lf.register(fs)
-	gf.register(fs)
-	bf.register(fs)
-	fs.StringVar(&metricsAddr, "metrics-addr", "", "when running alone: address for /metrics; empty: none")
-	if err := parse(fs, args); err != nil {
+func runCluster(args []string, bot *cluster.Bot, stderr io.Writer, getenv lookupEnv) error {
+	var cf clusterFlags
+	fs := cf.flagSet()
+	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
-	id, err := cluster.IdentityFromEnv(os.Getenv)
+	lf, gf, bf, metricsAddr := &cf.log, &cf.gateway, &cf.bot, cf.metricsAddr
+	id, err := cluster.IdentityFromEnv(getenv.get)
 	if err != nil {
 		return configError(err)
 	}
@@ -62,13 +72,13 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 	}
 	cfg := gf.clusterConfig(gw, id)
 
-	_, supervised := os.LookupEnv(wire.EnvChannelFD)
+	fdEnv, supervised := getenv(wire.EnvChannelFD)
 	reg := newRegistry(!supervised) // a supervised cluster's process is read by its supervisor
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var g run.Group
 	var link *cluster.Link
-	if fdEnv, supervised := os.LookupEnv(wire.EnvChannelFD); supervised {
+	if supervised {
 		fd, err := strconv.Atoi(fdEnv)
 		if err != nil || fd < 3 {
 			return configError(fmt.Errorf("%s=%q: not a descriptor", wire.EnvChannelFD, fdEnv))
@@ -82,7 +92,7 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		cfg.Link = link
 		g.Add(func() error { return link.Run(ctx) }, func(error) { cancel() })
 	} else {
-		if cfg.Token, err = bf.token(os.LookupEnv); err != nil {
+		if cfg.Token, err = bf.token(getenv); err != nil {
 			return err
 		}
 		api := discordapi.New(cfg.Token, cluster.HTTPClient(gw.apiURL))

@@ -40,7 +40,7 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 	cfg := &supervisorCfg{}
 	f := &cfg.flags
 	f.register(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, env.getenv); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}

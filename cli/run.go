@@ -85,15 +85,14 @@ func (f *runFlags) clusterArgs() []string {
 	return append(args, f.gateway.args()...)
 }
 
-func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
-	return runSupervisorMode(args, bot, runEnv{stderr: stderr, getenv: os.LookupEnv})
-}
-
 // runEnv is what the supervisor mode takes from its surroundings; the demo
 // supplies its own.
 type runEnv struct {
 	stderr io.Writer
-	getenv func(string) (string, bool)
+	getenv lookupEnv
+	// childEnv, if set, is the environment cluster processes start from;
+	// nil: this process's (supervisor.ExecLauncher's default).
+	childEnv func() []string
 	// started, if set, is called once the supervisor and its HTTP listener
 	// exist, before any cluster starts.
 	started func(sup *supervisor.Supervisor, addr net.Addr)
@@ -251,7 +250,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	}
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:            st.plan,
-		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: c.reaper},
+		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
 		Policy:          f.policy,
 		ShutdownTimeout: f.shutdownTimeout,
 		ChildWatchdog:   f.childWatchdog,
