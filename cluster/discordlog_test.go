@@ -3,7 +3,11 @@ package cluster
 import (
 	"bytes"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,5 +185,28 @@ func TestOddFramesComeOutInOurWords(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(fx.c.warnings.total.WithLabelValues(kindUnknownOp)); got != 1 {
 		t.Errorf("unknown_op = %v, want 1", got)
+	}
+}
+
+// TestDiscordgoFormatsAreDiscordgos checks the table against the discordgo
+// this module builds with: a format string that changed there would send
+// its lines to kind other without a word.
+func TestDiscordgoFormatsAreDiscordgos(t *testing.T) {
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/bwmarrin/discordgo").Output()
+	if err != nil {
+		t.Fatalf("find discordgo's source: %v", err)
+	}
+	var src []byte
+	for _, f := range []string{"wsapi.go", "restapi.go"} {
+		b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
+	}
+	for format, k := range discordgoFormats {
+		if !bytes.Contains(src, []byte(strconv.Quote(format))) {
+			t.Errorf("%s: format %q is not in discordgo's source", k.name, format)
+		}
 	}
 }
