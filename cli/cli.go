@@ -13,8 +13,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/peterbourgon/ff/v3"
-
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/wire"
@@ -31,13 +29,26 @@ const (
 type exitError struct {
 	code int
 	err  error
+	msg  string // err's message in the command line's words; "": err's own
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
-// configError marks err as a configuration error: exit status 78.
-func configError(err error) error { return &exitError{code: ExitFatalConfig, err: err} }
+// configError marks err as a configuration error: exit status 78. A
+// library's *field.Error in it is told by the flag's name (flagFor).
+func configError(err error) error {
+	e := &exitError{code: ExitFatalConfig, err: err}
+	if msg, ok := flagMessage(err); ok {
+		e.msg = msg
+	}
+	return e
+}
 
 // ExitCode maps an error from a mode to the process's exit status.
 func ExitCode(err error) int {
@@ -57,8 +68,14 @@ func Main(bot *cluster.Bot) {
 }
 
 // Run runs the mode named by args[0] (run when args is empty or starts
-// with a flag) and returns the exit status; errors go to stderr.
+// with a flag) and returns the exit status; errors go to stderr. The
+// process's environment is read through os.LookupEnv, by every mode.
 func Run(args []string, bot *cluster.Bot, stdout, stderr io.Writer) int {
+	return runMode(args, bot, stdout, stderr, os.LookupEnv)
+}
+
+// runMode is Run with the environment read through getenv.
+func runMode(args []string, bot *cluster.Bot, stdout, stderr io.Writer, getenv lookupEnv) int {
 	mode := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		mode, args = args[0], args[1:]
@@ -66,17 +83,17 @@ func Run(args []string, bot *cluster.Bot, stdout, stderr io.Writer) int {
 	var err error
 	switch mode {
 	case "run":
-		err = runRun(args, bot, stderr)
+		err = runSupervisorMode(args, bot, runEnv{stderr: stderr, getenv: getenv})
 	case "cluster":
-		err = runCluster(args, bot, stderr)
+		err = runCluster(args, bot, stderr, getenv)
 	case "demo":
 		err = runDemo(args, bot, stdout, stderr)
 	case "identify-queue":
-		err = runIdentifyQueue(args, stderr)
+		err = runIdentifyQueue(args, stderr, getenv)
 	case "status":
-		err = runStatus(args, stdout, stderr)
+		err = runStatus(args, stdout, getenv)
 	case "healthcheck":
-		err = runHealthcheck(args, stderr)
+		err = runHealthcheck(args, getenv)
 	case "version":
 		v, g, d := buildinfo.Get()
 		fmt.Fprintf(stdout, "shardvisor %s (%s, discordgo %s)\n", v, g, d)
@@ -106,30 +123,10 @@ Usage:
   shardvisor version
 
 Every flag can also be set from the environment as SHARDVISOR_<FLAG> (e.g.
-SHARDVISOR_SHARDS_PER_CLUSTER=8); flags win. "shardvisor MODE -h" lists a mode's flags.
+SHARDVISOR_SHARDS_PER_CLUSTER=8); flags win; the demo reads none. "shardvisor MODE -h"
+lists a mode's flags.
 Exit statuses: 0 clean stop, 78 configuration that no restart can fix, 1 anything else.
 `
-
-// envPrefix is the prefix of the environment variables that set flags.
-const envPrefix = "SHARDVISOR"
-
-// parse parses args into fs, then fills unset flags from SHARDVISOR_*
-// variables. Errors are configuration errors naming the flag.
-func parse(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix(envPrefix)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fs.PrintDefaults()
-			return err
-		}
-		return configError(err)
-	}
-	if fs.NArg() > 0 {
-		return configError(fmt.Errorf("unexpected arguments %q", fs.Args()))
-	}
-	return nil
-}
 
 // logFlags are the flags every mode that logs shares.
 type logFlags struct {

@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -22,26 +20,36 @@ import (
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
+// clusterFlags are the cluster mode's flags.
+type clusterFlags struct {
+	log         logFlags
+	gateway     gatewayFlags
+	bot         botFlags
+	metricsAddr string
+}
+
+// flagSet returns the cluster mode's flag set, writing into f.
+func (f *clusterFlags) flagSet() *flag.FlagSet {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	f.log.register(fs)
+	f.gateway.register(fs)
+	f.bot.register(fs)
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "when running alone: address for /metrics; empty: none")
+	return fs
+}
+
 // runCluster is one cluster process: started by the supervisor (its channel
 // at fd 3 brings the token and the identify queue), or alone (token from
 // the environment, its own identify queue; for compose layouts without a
 // supervisor per machine).
-func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
-	var (
-		lf          logFlags
-		gf          gatewayFlags
-		bf          botFlags
-		metricsAddr string
-	)
-	lf.register(fs)
-	gf.register(fs)
-	bf.register(fs)
-	fs.StringVar(&metricsAddr, "metrics-addr", "", "when running alone: address for /metrics; empty: none")
-	if err := parse(fs, args); err != nil {
+func runCluster(args []string, bot *cluster.Bot, stderr io.Writer, getenv lookupEnv) error {
+	var cf clusterFlags
+	fs := cf.flagSet()
+	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
-	id, err := cluster.IdentityFromEnv(os.Getenv)
+	lf, gf, bf, metricsAddr := &cf.log, &cf.gateway, &cf.bot, cf.metricsAddr
+	id, err := cluster.IdentityFromEnv(getenv.get)
 	if err != nil {
 		return configError(err)
 	}
@@ -50,9 +58,6 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return err
 	}
 	log := base.With("cluster_id", id.ClusterID)
-	// discordgo logs through a package variable; in this process it speaks
-	// through the cluster's logger, so its lines carry cluster_id too.
-	discordgo.Logger = discordgoLogger(log)
 	gw, err := gf.check()
 	if err != nil {
 		return err
@@ -67,13 +72,13 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 	}
 	cfg := gf.clusterConfig(gw, id)
 
-	_, supervised := os.LookupEnv(wire.EnvChannelFD)
+	fdEnv, supervised := getenv(wire.EnvChannelFD)
 	reg := newRegistry(!supervised) // a supervised cluster's process is read by its supervisor
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var g run.Group
 	var link *cluster.Link
-	if fdEnv, supervised := os.LookupEnv(wire.EnvChannelFD); supervised {
+	if supervised {
 		fd, err := strconv.Atoi(fdEnv)
 		if err != nil || fd < 3 {
 			return configError(fmt.Errorf("%s=%q: not a descriptor", wire.EnvChannelFD, fdEnv))
@@ -87,7 +92,7 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		cfg.Link = link
 		g.Add(func() error { return link.Run(ctx) }, func(error) { cancel() })
 	} else {
-		if cfg.Token, err = bf.token(os.LookupEnv); err != nil {
+		if cfg.Token, err = bf.token(getenv); err != nil {
 			return err
 		}
 		api := discordapi.New(cfg.Token, cluster.HTTPClient(gw.apiURL))
@@ -119,6 +124,9 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 	if err != nil {
 		return configError(err)
 	}
+	// discordgo logs through a package variable; in this process the
+	// cluster translates its lines (before Run: no session logs earlier).
+	discordgo.Logger = c.DiscordgoLogger()
 	g.Add(func() error { return c.Run(ctx) }, func(error) { cancel() })
 	g.Add(run.SignalHandler(ctx, syscall.SIGTERM, syscall.SIGINT))
 	err = g.Run()
@@ -137,16 +145,4 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 		return nil
 	}
 	return err
-}
-
-// discordgoLogger adapts discordgo's logger (used at LogWarning and above:
-// lower levels print the IDENTIFY payload, token included).
-func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a ...any) {
-	return func(msgL, _ int, format string, a ...any) {
-		level := slog.LevelWarn
-		if msgL == discordgo.LogError {
-			level = slog.LevelError
-		}
-		log.Log(context.Background(), level, "discordgo: "+strings.TrimSpace(fmt.Sprintf(format, a...)))
-	}
 }

@@ -40,7 +40,7 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 	cfg := &supervisorCfg{}
 	f := &cfg.flags
 	f.register(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, env.getenv); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}
@@ -74,7 +74,6 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 			}
 		}
 	}
-	f.policy.Jitter = 0.2
 	pc := supervisor.PlanConfig{ShardsPerCluster: f.perClust}
 	cfg.clustersBy = "-shards-per-cluster"
 	if set["clusters"] {
@@ -106,11 +105,10 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		if pc.Shards, err = strconv.Atoi(f.shards); err != nil {
 			return nil, configError(fmt.Errorf("-shards %q: a number of shards, or auto", f.shards))
 		}
-		if pc.Shards < 1 || pc.Shards > maxShards {
-			return nil, configError(fmt.Errorf("-shards %d: must be between 1 and %d", pc.Shards, maxShards))
-		}
 	}
 	cfg.plan = pc
+	// The plan's shape is checked by supervisor.NewPlan alone; what this
+	// machine and Discord's budget allow, by checkPlanLimits.
 	if !cfg.autoShards { // known without Discord: refuse a bad plan before asking it anything
 		plan, err := supervisor.NewPlan(pc)
 		if err != nil {

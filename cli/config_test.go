@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/discordtest"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/supervisor"
@@ -182,5 +183,45 @@ func TestSignalsDuringStartup(t *testing.T) {
 	}
 	if out := p.out.String(); !strings.Contains(out, "stopped during startup") {
 		t.Errorf("the signals are not logged:\n%s", out)
+	}
+}
+
+// TestFlagDefaultsAreTheLibraries': the run mode's flags start from the
+// libraries' own defaults (cluster.Defaults, supervisor.DefaultRestartPolicy),
+// written once, so that a cluster configured from default flags is the
+// cluster SetDefaults makes.
+func TestFlagDefaultsAreTheLibraries(t *testing.T) {
+	env := runEnv{stderr: io.Discard, getenv: func(k string) (string, bool) {
+		if k == "DISCORD_TOKEN" {
+			return secretToken, true
+		}
+		return "", false
+	}}
+	cfg, err := supervisorConfig([]string{"-shards", "4", "-max-concurrency", "1", "-metrics-addr", ""}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.flags.policy, supervisor.DefaultRestartPolicy(); got != want {
+		t.Errorf("restart policy from default flags %+v, want %+v", got, want)
+	}
+	got := cfg.flags.gateway.clusterConfig(cfg.gw, cluster.Identity{ShardIDs: []int{0}, ShardCount: 1})
+	got.SetDefaults()
+	want := cluster.Defaults()
+	for _, d := range []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"ShardConnectTimeout", got.ShardConnectTimeout, want.ShardConnectTimeout},
+		{"GuildReadyTimeout", got.GuildReadyTimeout, want.GuildReadyTimeout},
+		{"MinInvalidSessionWait", got.MinInvalidSessionWait, want.MinInvalidSessionWait},
+		{"MaxInvalidSessionWait", got.MaxInvalidSessionWait, want.MaxInvalidSessionWait},
+		{"ReconnectDelay", got.ReconnectDelay, want.ReconnectDelay},
+		{"MaxReconnectDelay", got.MaxReconnectDelay, want.MaxReconnectDelay},
+		{"StatusInterval", got.StatusInterval, want.StatusInterval},
+		{"CloseTimeout", got.CloseTimeout, want.CloseTimeout},
+	} {
+		if d.got != d.want {
+			t.Errorf("%s from default flags %v, cluster.Defaults %v", d.name, d.got, d.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,21 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	pingEvery := fs.Duration("ping-every", 3*time.Second, "send /ping this often")
 	metricsAddr := fs.String("metrics-addr", DefaultMetricsAddr, "the supervisor's -metrics-addr (another free port is used if it is taken)")
 	verbose := fs.Bool("v", false, "show the supervisor's and the clusters' logs")
-	if err := parse(fs, args); err != nil {
+	// The demo shows the defaults: it reads no SHARDVISOR_* variable, for
+	// its own flags, the supervisor's or (removed from their environment)
+	// the clusters'. Its only variable is the fake's token.
+	var token string
+	env := runEnv{
+		stderr: stderr,
+		getenv: func(k string) (string, bool) {
+			if k == "DISCORD_TOKEN" && token != "" {
+				return token, true
+			}
+			return "", false
+		},
+		childEnv: func() []string { return withoutFlagVars(os.Environ(), new(clusterFlags).flagSet()) },
+	}
+	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
 	fake, err := discordtest.NewServer(discordtest.Options{
@@ -58,16 +73,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	runArgs := []string{"-api-url", fake.URL(), "-shards", "auto", "-shards-per-cluster", fmt.Sprint(*perCluster),
 		"-identify-interval", interval.String(), "-metrics-addr", *metricsAddr, "-log-level", level,
 		"-restart-delay", "200ms", "-invalid-session-wait", "1s"}
-	token := fake.Token()
-	env := runEnv{
-		stderr: stderr,
-		getenv: func(k string) (string, bool) {
-			if k == "DISCORD_TOKEN" {
-				return token, true
-			}
-			return "", false // the demo ignores SHARDVISOR_* variables: it shows the defaults
-		},
-	}
+	token = fake.Token()
 	var (
 		wg   sync.WaitGroup
 		stop = make(chan struct{})

@@ -34,13 +34,14 @@ type gatewayFlags struct {
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
+	def := cluster.Defaults()
 	registerAPIURL(fs, &g.apiURL)
 	fs.StringVar(&g.intents, "intents", "default", "gateway intents: a number, or names such as guilds,guild_messages,message_content; default is every non-privileged intent")
 	fs.StringVar(&g.cache, "state-cache", cluster.DefaultCache, "what discordgo's state keeps: channels,threads,emojis,stickers,members,thread_members,roles,voice,presences,messages=N, all or none")
-	fs.DurationVar(&g.connectTimeout, "shard-connect-timeout", 2*time.Minute, "a shard's connect (grant to READY) must complete within this, or its cluster exits and is restarted")
-	fs.DurationVar(&g.guildReadyTimeout, "guild-ready-timeout", time.Minute, "how long a shard waits for the guilds READY listed before it counts as ready anyway")
-	fs.DurationVar(&g.reconnectDelay, "reconnect-delay", time.Second, "upper bound of the first jittered reconnect delay; doubles per failure up to a minute")
-	fs.DurationVar(&g.invalidSessionWait, "invalid-session-wait", 5*time.Second, "after op 9, wait a random time between a fifth of this and this before identifying again (Discord asks 1-5 s)")
+	fs.DurationVar(&g.connectTimeout, "shard-connect-timeout", def.ShardConnectTimeout, "a shard's connect (grant to READY) must complete within this, or its cluster exits and is restarted")
+	fs.DurationVar(&g.guildReadyTimeout, "guild-ready-timeout", def.GuildReadyTimeout, "how long a shard waits for the guilds READY listed before it counts as ready anyway")
+	fs.DurationVar(&g.reconnectDelay, "reconnect-delay", def.ReconnectDelay, fmt.Sprintf("upper bound of the first jittered reconnect delay; doubles per failure up to %v", def.MaxReconnectDelay))
+	fs.DurationVar(&g.invalidSessionWait, "invalid-session-wait", def.MaxInvalidSessionWait, "after op 9, wait a random time between a fifth of this and this before identifying again (Discord asks 1-5 s)")
 }
 
 // gatewaySettings are gatewayFlags, checked.
@@ -81,13 +82,14 @@ func (g *gatewayFlags) args() []string {
 		"-reconnect-delay", g.reconnectDelay.String(), "-invalid-session-wait", g.invalidSessionWait.String()}
 }
 
-// clusterConfig fills a cluster's gateway settings from the flags.
+// clusterConfig fills a cluster's gateway settings from the flags; the
+// durations no flag sets are left for cluster.Config.SetDefaults.
 func (g *gatewayFlags) clusterConfig(s gatewaySettings, id cluster.Identity) cluster.Config {
 	return cluster.Config{
 		ClusterID: id.ClusterID, ShardIDs: id.ShardIDs, ShardCount: id.ShardCount,
 		APIURL: s.apiURL, Intents: s.intents, Cache: s.cache,
 		ShardConnectTimeout: g.connectTimeout, GuildReadyTimeout: g.guildReadyTimeout,
-		ReconnectDelay: g.reconnectDelay, MaxReconnectDelay: time.Minute,
+		ReconnectDelay:        g.reconnectDelay,
 		MinInvalidSessionWait: g.invalidSessionWait / 5, MaxInvalidSessionWait: g.invalidSessionWait,
 	}
 }

@@ -12,13 +12,8 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
-	"github.com/shardvisor/shardvisor/internal/wire"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
-
-// maxShards is the most shards -shards accepts: the channel's limit on a
-// shard id, far beyond any bot (Discord's largest run tens of thousands).
-const maxShards = wire.MaxShardID
 
 // Per cluster process the supervisor holds descriptors (its end of the
 // channel, the pidfd, the child's pipes while it starts) and the cluster
@@ -63,21 +58,14 @@ func hostLimits() machine {
 	return m
 }
 
-// checkPlanLimits refuses, before anything starts, a plan that cannot
-// run: a cluster larger than a cluster takes, more shards than Discord's
-// session start limit could ever start (budget known), or more cluster
-// processes than this machine's process, descriptor or memory limits
-// allow. by is the flag that sized the clusters. A plan that needs more
-// session starts than are left now only gets a warning: the queue holds
-// the rest until Discord's reset.
+// checkPlanLimits refuses, before anything starts, a plan that cannot run
+// here (its shape was checked by supervisor.NewPlan): more shards than
+// Discord's session start limit could ever start (budget known), or more
+// cluster processes than this machine's process, descriptor or memory
+// limits allow. by is the flag that sized the clusters. A plan that needs
+// more session starts than are left now only gets a warning: the queue
+// holds the rest until Discord's reset.
 func checkPlanLimits(plan supervisor.Plan, by string, budget *identify.Budget, m machine, log *slog.Logger) error {
-	largest := 0
-	for _, c := range plan.Clusters {
-		largest = max(largest, len(c.Shards))
-	}
-	if largest > wire.MaxShardsInMsg {
-		return configError(fmt.Errorf("%s: %d shards in one cluster; a cluster runs at most %d", by, largest, wire.MaxShardsInMsg))
-	}
 	shards := 0
 	for _, c := range plan.Clusters {
 		shards += len(c.Shards)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"syscall"
 	"time"
 
@@ -28,7 +27,7 @@ const DefaultQueueAddr = "127.0.0.1:9852"
 // runIdentifyQueue serves only an identify queue, for supervisors on several
 // machines (-identify-queue-url): GET /?shard=N (twilight's gateway-queue
 // protocol), plus /metrics, /healthz and /readyz.
-func runIdentifyQueue(args []string, stderr io.Writer) error {
+func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("identify-queue", flag.ContinueOnError)
 	var (
 		lf      logFlags
@@ -44,7 +43,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 	registerTokenFile(fs, &tokFile)
 	fs.StringVar(&listen, "listen", DefaultQueueAddr, "address to serve the queue, /metrics and /healthz on")
 	fs.DurationVar(&slack, "slack", 0, "time a caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -65,7 +64,7 @@ func runIdentifyQueue(args []string, stderr io.Writer) error {
 		return err
 	}
 	bf := botFlags{tokenFile: tokFile}
-	token, tokErr := bf.token(os.LookupEnv)
+	token, tokErr := bf.token(getenv)
 	if tokErr != nil && qf.maxConcurrency == 0 {
 		return tokErr
 	}

@@ -54,6 +54,7 @@ type runFlags struct {
 const DefaultMetricsAddr = "127.0.0.1:9851"
 
 func (f *runFlags) register(fs *flag.FlagSet) {
+	f.policy = supervisor.DefaultRestartPolicy()
 	f.log.register(fs)
 	f.gateway.register(fs)
 	f.bot.register(fs)
@@ -65,11 +66,11 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.queueURL, "identify-queue-url", "", "pace IDENTIFYs with the identify queue at this URL (twilight's gateway-queue protocol) instead of a local one: for one bot across machines")
 	fs.StringVar(&f.queueListen, "identify-queue-listen", "", "also serve this supervisor's identify queue over HTTP at this address, for supervisors elsewhere (-identify-queue-url)")
 	fs.DurationVar(&f.queueSlack, "identify-queue-slack", 0, "with -identify-queue-listen: time a remote caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
-	fs.DurationVar(&f.policy.Delay, "restart-delay", time.Second, "first delay before a crashed cluster is started again; doubles per consecutive crash")
-	fs.DurationVar(&f.policy.MaxDelay, "restart-max-delay", 5*time.Minute, "longest restart delay")
-	fs.DurationVar(&f.policy.Stable, "restart-stable", 2*time.Minute, "a cluster up this long has its restart delay reset")
-	fs.IntVar(&f.policy.MaxRestarts, "max-restarts", 0, "give up (exit 1) after more than this many restarts of one cluster within -restart-window; 0: never")
-	fs.DurationVar(&f.policy.Window, "restart-window", 10*time.Minute, "the window of -max-restarts")
+	fs.DurationVar(&f.policy.Delay, "restart-delay", f.policy.Delay, "first delay before a crashed cluster is started again; doubles per consecutive crash")
+	fs.DurationVar(&f.policy.MaxDelay, "restart-max-delay", f.policy.MaxDelay, "longest restart delay")
+	fs.DurationVar(&f.policy.Stable, "restart-stable", f.policy.Stable, "a cluster up this long has its restart delay reset")
+	fs.IntVar(&f.policy.MaxRestarts, "max-restarts", f.policy.MaxRestarts, "give up (exit 1) after more than this many restarts of one cluster within -restart-window; 0: never")
+	fs.DurationVar(&f.policy.Window, "restart-window", f.policy.Window, "the window of -max-restarts")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "after SIGTERM, how long clusters get to close their sessions before they are killed")
 	fs.DurationVar(&f.childWatchdog, "child-watchdog", 30*time.Second, "a cluster silent on its channel this long is killed and restarted")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
@@ -84,15 +85,14 @@ func (f *runFlags) clusterArgs() []string {
 	return append(args, f.gateway.args()...)
 }
 
-func runRun(args []string, bot *cluster.Bot, stderr io.Writer) error {
-	return runSupervisorMode(args, bot, runEnv{stderr: stderr, getenv: os.LookupEnv})
-}
-
 // runEnv is what the supervisor mode takes from its surroundings; the demo
 // supplies its own.
 type runEnv struct {
 	stderr io.Writer
-	getenv func(string) (string, bool)
+	getenv lookupEnv
+	// childEnv, if set, is the environment cluster processes start from;
+	// nil: this process's (supervisor.ExecLauncher's default).
+	childEnv func() []string
 	// started, if set, is called once the supervisor and its HTTP listener
 	// exist, before any cluster starts.
 	started func(sup *supervisor.Supervisor, addr net.Addr)
@@ -250,7 +250,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	}
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:            st.plan,
-		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: c.reaper},
+		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
 		Policy:          f.policy,
 		ShutdownTimeout: f.shutdownTimeout,
 		ChildWatchdog:   f.childWatchdog,

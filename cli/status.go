@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,11 +20,11 @@ import (
 
 // runStatus prints the supervisor's status as a table an operator reads at
 // a glance.
-func runStatus(args []string, stdout, stderr io.Writer) error {
+func runStatus(args []string, stdout io.Writer, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	addr := fs.String("addr", localAddr(os.Getenv), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
+	addr := fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
 	shards := fs.Bool("shards", false, "list every shard, not only those that are not ready")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
 	var snap supervisor.Snapshot
@@ -38,11 +37,11 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 
 // runHealthcheck exits 0 only when the supervisor is ready: a container
 // HEALTHCHECK without a shell or curl in the image.
-func runHealthcheck(args []string, stderr io.Writer) error {
+func runHealthcheck(args []string, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	addr := fs.String("addr", localAddr(os.Getenv), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
+	addr := fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)

@@ -67,21 +67,35 @@ type Reporter interface {
 	Fatal(*wire.Fatal)
 }
 
-// SetDefaults fills in zero durations with production values.
+// Defaults is a Config holding only the production durations: the one
+// place they are written, which SetDefaults fills in and the command
+// line's flags start from.
+func Defaults() Config {
+	return Config{
+		ShardConnectTimeout:   2 * time.Minute,
+		GuildReadyTimeout:     time.Minute,
+		MinInvalidSessionWait: time.Second,
+		MaxInvalidSessionWait: 5 * time.Second,
+		ReconnectDelay:        time.Second,
+		MaxReconnectDelay:     time.Minute,
+		StatusInterval:        time.Second,
+		CloseTimeout:          5 * time.Second,
+	}
+}
+
+// SetDefaults fills in zero durations from Defaults.
 func (c *Config) SetDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	d := Defaults()
+	for _, p := range []struct{ v, def *time.Duration }{
+		{&c.ShardConnectTimeout, &d.ShardConnectTimeout}, {&c.GuildReadyTimeout, &d.GuildReadyTimeout},
+		{&c.MinInvalidSessionWait, &d.MinInvalidSessionWait}, {&c.MaxInvalidSessionWait, &d.MaxInvalidSessionWait},
+		{&c.ReconnectDelay, &d.ReconnectDelay}, {&c.MaxReconnectDelay, &d.MaxReconnectDelay},
+		{&c.StatusInterval, &d.StatusInterval}, {&c.CloseTimeout, &d.CloseTimeout},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.def
 		}
 	}
-	def(&c.ShardConnectTimeout, 2*time.Minute)
-	def(&c.GuildReadyTimeout, time.Minute)
-	def(&c.MinInvalidSessionWait, time.Second)
-	def(&c.MaxInvalidSessionWait, 5*time.Second)
-	def(&c.ReconnectDelay, time.Second)
-	def(&c.MaxReconnectDelay, time.Minute)
-	def(&c.StatusInterval, time.Second)
-	def(&c.CloseTimeout, 5*time.Second)
 }
 
 func (c *Config) validate() error {
@@ -108,6 +122,7 @@ type Cluster struct {
 	bot        *Bot
 	log        *slog.Logger
 	metrics    *clusterMetrics
+	warnings   *gatewayWarnings
 	httpClient *http.Client
 	shards     []*shard
 	ctx        context.Context // for interactions; ends when Run stops its shards
@@ -132,8 +147,11 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1)}
 	c.httpClient = HTTPClient(cfg.APIURL)
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
+	c.warnings = newGatewayWarnings(logger, reg)
 	for _, id := range cfg.ShardIDs {
-		c.shards = append(c.shards, newShard(c, id))
+		sh := newShard(c, id)
+		c.shards = append(c.shards, sh)
+		c.warnings.addShard(sh.s, id)
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -56,6 +57,9 @@ func startCluster(t *testing.T, opts discordtest.Options, shards []int, mod ...f
 type setup struct {
 	arm func(*discordtest.Server) // if not nil, arms the fake's faults
 	bot func(*Bot)                // if not nil, adds to the bot
+	// logs, if not nil, gets the cluster's log lines too, and discordgo's
+	// through the cluster's translation (discordgo.Logger, restored after).
+	logs io.Writer
 }
 
 // startClusterWith is startCluster with setup.
@@ -98,10 +102,19 @@ func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su s
 	if su.bot != nil {
 		su.bot(bot)
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var out io.Writer = t.Output()
+	if su.logs != nil {
+		out = io.MultiWriter(out, su.logs)
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := New(cfg, bot, log, reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if su.logs != nil {
+		prev := discordgo.Logger
+		discordgo.Logger = c.DiscordgoLogger()
+		t.Cleanup(func() { discordgo.Logger = prev }) // runs after the cluster stopped
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fx := &fixture{fake: fake, c: c, reg: reg, done: make(chan error, 1), cancel: cancel}

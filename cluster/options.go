@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/bwmarrin/discordgo"
+
+	"github.com/shardvisor/shardvisor/internal/field"
 )
 
 // intentNames are the names -intents accepts, Discord's own in lower case.
@@ -43,6 +45,12 @@ const PrivilegedIntents = discordgo.IntentGuildMembers | discordgo.IntentGuildPr
 // DefaultIntents is every intent that needs no approval.
 const DefaultIntents = discordgo.IntentsAllWithoutPrivileged
 
+// Fields of Config that the parsers here name in their *field.Error.
+const (
+	FieldIntents = "Config.Intents"
+	FieldCache   = "Config.Cache"
+)
+
 // ParseIntents reads -intents: a number, or names joined by commas
 // ("guilds,guild_messages"), where "default" stands for every
 // non-privileged intent.
@@ -65,7 +73,7 @@ next:
 				continue next
 			}
 		}
-		return 0, fmt.Errorf("-intents %q: unknown intent %q (a number, or names such as guilds,guild_messages,message_content)", s, part)
+		return 0, field.New(FieldIntents, fmt.Sprintf("%q: unknown intent %q (a number, or names such as guilds,guild_messages,message_content)", s, part))
 	}
 	return in, nil
 }
@@ -120,13 +128,13 @@ func ParseCache(s string) (Cache, error) {
 		case strings.HasPrefix(part, "messages="):
 			n, err := strconv.Atoi(strings.TrimPrefix(part, "messages="))
 			if err != nil || n < 0 {
-				return Cache{}, fmt.Errorf("-state-cache %q: %q needs a count of messages per channel", s, part)
+				return Cache{}, field.New(FieldCache, fmt.Sprintf("%q: %q needs a count of messages per channel", s, part))
 			}
 			c.Messages = n
 		default:
 			i := slices.IndexFunc(c.fields(), func(f cacheField) bool { return f.name == part })
 			if i < 0 {
-				return Cache{}, fmt.Errorf("-state-cache %q: unknown cache %q (channels, threads, emojis, stickers, members, thread_members, roles, voice, presences, messages=N, all, none)", s, part)
+				return Cache{}, field.New(FieldCache, fmt.Sprintf("%q: unknown cache %q (channels, threads, emojis, stickers, members, thread_members, roles, voice, presences, messages=N, all, none)", s, part))
 			}
 			*c.fields()[i].p = true
 		}

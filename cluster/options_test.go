@@ -68,7 +68,7 @@ func TestParseIntents(t *testing.T) {
 		if (err != nil) != tc.err || (!tc.err && got != tc.want) {
 			t.Errorf("ParseIntents(%q) = %d, %v", tc.in, got, err)
 		}
-		if err != nil && !strings.Contains(err.Error(), "-intents") {
+		if err != nil && !strings.Contains(err.Error(), FieldIntents) {
 			t.Errorf("error %q does not name the flag", err)
 		}
 	}
@@ -89,7 +89,7 @@ func TestParseCache(t *testing.T) {
 		t.Errorf("all,messages=50 = %+v", c)
 	}
 	for _, bad := range []string{"nope", "messages=x", "messages=-1"} {
-		if _, err := ParseCache(bad); err == nil || !strings.Contains(err.Error(), "-state-cache") {
+		if _, err := ParseCache(bad); err == nil || !strings.Contains(err.Error(), FieldCache) {
 			t.Errorf("ParseCache(%q) = %v", bad, err)
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/shardvisor/shardvisor/internal/field"
+	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
 // Cluster is one cluster of a plan: a contiguous range of shard ids run by
@@ -51,22 +54,38 @@ func ParseShare(name, s string) (Share, error) {
 	return Share{Index: idx, Count: cnt}, nil
 }
 
+// Fields of PlanConfig, as its errors name them (see package field).
+const (
+	fieldShards           = "PlanConfig.Shards"
+	fieldShardsPerCluster = "PlanConfig.ShardsPerCluster"
+	fieldClusters         = "PlanConfig.Clusters"
+	fieldClusterIDs       = "PlanConfig.ClusterIDs"
+	fieldShare            = "PlanConfig.Share"
+)
+
 // NewPlan splits Shards into contiguous ranges: ShardsPerCluster each (the
 // last one may be smaller), or Clusters ranges whose sizes differ by at most
 // one. Contiguous ranges put consecutive shard ids, and so different
 // identify buckets, in each cluster: a cluster's shards come up in parallel.
-// Errors name the flag at fault.
+// It is where every check of a plan's shape is made: 1 to wire.MaxShardID
+// shards, at most wire.MaxShardsInMsg in one cluster, chosen clusters in
+// the plan. Errors are *field.Error naming the PlanConfig field at fault.
 func NewPlan(c PlanConfig) (Plan, error) {
 	if c.Shards < 1 {
-		return Plan{}, fmt.Errorf("-shards: %d shards; a bot has at least 1", c.Shards)
+		return Plan{}, field.New(fieldShards, fmt.Sprintf("%d shards; a bot has at least 1", c.Shards))
+	}
+	if c.Shards > wire.MaxShardID {
+		return Plan{}, field.New(fieldShards, fmt.Sprintf("%d shards; must be between 1 and %d", c.Shards, wire.MaxShardID))
 	}
 	var sizes []int
+	sizedBy := fieldShardsPerCluster
 	switch {
 	case c.ShardsPerCluster > 0 && c.Clusters > 0:
-		return Plan{}, fmt.Errorf("-clusters and -shards-per-cluster both set: give one of them")
+		return Plan{}, field.New(fieldClusters, "both set with "+fieldShardsPerCluster+": give one of them", fieldShardsPerCluster)
 	case c.Clusters > 0:
+		sizedBy = fieldClusters
 		if c.Clusters > c.Shards {
-			return Plan{}, fmt.Errorf("-clusters: %d clusters for %d shards; every cluster needs at least one shard", c.Clusters, c.Shards)
+			return Plan{}, field.New(fieldClusters, fmt.Sprintf("%d clusters for %d shards; every cluster needs at least one shard", c.Clusters, c.Shards))
 		}
 		for i := range c.Clusters {
 			n := c.Shards / c.Clusters
@@ -80,9 +99,12 @@ func NewPlan(c PlanConfig) (Plan, error) {
 			sizes = append(sizes, min(left, c.ShardsPerCluster))
 		}
 	case c.Clusters < 0:
-		return Plan{}, fmt.Errorf("-clusters: %d; must be at least 1", c.Clusters)
+		return Plan{}, field.New(fieldClusters, fmt.Sprintf("%d; must be at least 1", c.Clusters))
 	default:
-		return Plan{}, fmt.Errorf("-shards-per-cluster: %d; must be at least 1", c.ShardsPerCluster)
+		return Plan{}, field.New(fieldShardsPerCluster, fmt.Sprintf("%d; must be at least 1", c.ShardsPerCluster))
+	}
+	if sizes[0] > wire.MaxShardsInMsg { // the first cluster is the largest
+		return Plan{}, field.New(sizedBy, fmt.Sprintf("%d shards in one cluster; a cluster runs at most %d", sizes[0], wire.MaxShardsInMsg))
 	}
 	p := Plan{ShardCount: c.Shards, Total: len(sizes)}
 	next := 0
@@ -96,10 +118,10 @@ func NewPlan(c PlanConfig) (Plan, error) {
 	}
 	if c.Share.Count > 0 {
 		if c.ClusterIDs != nil {
-			return Plan{}, fmt.Errorf("-cluster-ids and -cluster-share both set: give one of them")
+			return Plan{}, field.New(fieldClusterIDs, "both set with "+fieldShare+": give one of them", fieldShare)
 		}
 		if c.Share.Count > len(all) {
-			return Plan{}, fmt.Errorf("-cluster-share %d/%d: %d shares of %d clusters would leave some empty", c.Share.Index, c.Share.Count, c.Share.Count, len(all))
+			return Plan{}, field.New(fieldShare, fmt.Sprintf("%d/%d: %d shares of %d clusters would leave some empty", c.Share.Index, c.Share.Count, c.Share.Count, len(all)))
 		}
 		lo := c.Share.Index * len(all) / c.Share.Count
 		hi := (c.Share.Index + 1) * len(all) / c.Share.Count
@@ -111,15 +133,15 @@ func NewPlan(c PlanConfig) (Plan, error) {
 		return p, nil
 	}
 	if len(c.ClusterIDs) == 0 {
-		return Plan{}, fmt.Errorf("-cluster-ids: empty list")
+		return Plan{}, field.New(fieldClusterIDs, "empty list")
 	}
 	seen := map[int]bool{}
 	for _, id := range c.ClusterIDs {
 		if id < 0 || id >= len(all) {
-			return Plan{}, fmt.Errorf("-cluster-ids: cluster %d is not in the plan (clusters 0-%d for %d shards)", id, len(all)-1, c.Shards)
+			return Plan{}, field.New(fieldClusterIDs, fmt.Sprintf("cluster %d is not in the plan (clusters 0-%d for %d shards)", id, len(all)-1, c.Shards))
 		}
 		if seen[id] {
-			return Plan{}, fmt.Errorf("-cluster-ids: cluster %d listed twice", id)
+			return Plan{}, field.New(fieldClusterIDs, fmt.Sprintf("cluster %d listed twice", id))
 		}
 		seen[id] = true
 		p.Clusters = append(p.Clusters, all[id])

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
 func TestNewPlan(t *testing.T) {
@@ -37,18 +39,21 @@ func TestNewPlan(t *testing.T) {
 			want: [][]int{{10, 11}, {12, 13}, {14, 15}}, ids: []int{5, 6, 7}, total: 8},
 		{name: "share of one", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 1}},
 			want: [][]int{{0, 1}, {2, 3}}, ids: []int{0, 1}, total: 2},
-		{name: "more shares than clusters", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 3}}, wantErr: "-cluster-share 0/3"},
+		{name: "more shares than clusters", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 3}}, wantErr: "PlanConfig.Share: 0/3"},
 		{name: "share and ids", cfg: PlanConfig{Shards: 4, ShardsPerCluster: 2, Share: Share{0, 2}, ClusterIDs: []int{1}}, wantErr: "both set"},
-		{name: "zero shards", cfg: PlanConfig{Shards: 0, ShardsPerCluster: 5}, wantErr: "-shards"},
-		{name: "negative shards", cfg: PlanConfig{Shards: -4, ShardsPerCluster: 5}, wantErr: "-shards"},
-		{name: "more clusters than shards", cfg: PlanConfig{Shards: 4, Clusters: 5}, wantErr: "-clusters: 5 clusters for 4 shards"},
+		{name: "zero shards", cfg: PlanConfig{Shards: 0, ShardsPerCluster: 5}, wantErr: "PlanConfig.Shards"},
+		{name: "negative shards", cfg: PlanConfig{Shards: -4, ShardsPerCluster: 5}, wantErr: "PlanConfig.Shards"},
+		{name: "more clusters than shards", cfg: PlanConfig{Shards: 4, Clusters: 5}, wantErr: "PlanConfig.Clusters: 5 clusters for 4 shards"},
 		{name: "both", cfg: PlanConfig{Shards: 4, Clusters: 2, ShardsPerCluster: 2}, wantErr: "both set"},
-		{name: "neither", cfg: PlanConfig{Shards: 4}, wantErr: "-shards-per-cluster"},
-		{name: "negative clusters", cfg: PlanConfig{Shards: 4, Clusters: -1}, wantErr: "-clusters"},
-		{name: "id out of range", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{2}}, wantErr: "-cluster-ids: cluster 2 is not in the plan (clusters 0-1"},
-		{name: "id negative", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{-1}}, wantErr: "-cluster-ids"},
+		{name: "neither", cfg: PlanConfig{Shards: 4}, wantErr: "PlanConfig.ShardsPerCluster"},
+		{name: "negative clusters", cfg: PlanConfig{Shards: 4, Clusters: -1}, wantErr: "PlanConfig.Clusters"},
+		{name: "id out of range", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{2}}, wantErr: "PlanConfig.ClusterIDs: cluster 2 is not in the plan (clusters 0-1"},
+		{name: "id negative", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{-1}}, wantErr: "PlanConfig.ClusterIDs"},
 		{name: "id twice", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{1, 1}}, wantErr: "listed twice"},
 		{name: "ids empty", cfg: PlanConfig{Shards: 10, ShardsPerCluster: 5, ClusterIDs: []int{}}, wantErr: "empty"},
+		{name: "too many shards", cfg: PlanConfig{Shards: wire.MaxShardID + 1, ShardsPerCluster: 5}, wantErr: "PlanConfig.Shards"},
+		{name: "cluster too large", cfg: PlanConfig{Shards: wire.MaxShardsInMsg + 1, ShardsPerCluster: wire.MaxShardsInMsg + 1}, wantErr: "PlanConfig.ShardsPerCluster: 4097 shards in one cluster"},
+		{name: "clusters too large", cfg: PlanConfig{Shards: 3*wire.MaxShardsInMsg + 1, Clusters: 3}, wantErr: "PlanConfig.Clusters: 4097 shards in one cluster"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := NewPlan(tc.cfg)

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shardvisor/shardvisor/internal/field"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -63,21 +64,38 @@ type RestartPolicy struct {
 	Window      time.Duration
 }
 
-// Validate reports settings that cannot work, naming the flag.
+// DefaultRestartPolicy is the production policy: the command line's
+// defaults.
+func DefaultRestartPolicy() RestartPolicy {
+	return RestartPolicy{Delay: time.Second, MaxDelay: 5 * time.Minute, Stable: 2 * time.Minute, Jitter: 0.2, Window: 10 * time.Minute}
+}
+
+// Fields of RestartPolicy, as its errors name them (see package field).
+const (
+	fieldDelay       = "RestartPolicy.Delay"
+	fieldMaxDelay    = "RestartPolicy.MaxDelay"
+	fieldStable      = "RestartPolicy.Stable"
+	fieldJitter      = "RestartPolicy.Jitter"
+	fieldMaxRestarts = "RestartPolicy.MaxRestarts"
+	fieldWindow      = "RestartPolicy.Window"
+)
+
+// Validate reports settings that cannot work as a *field.Error naming the
+// field.
 func (p RestartPolicy) Validate() error {
 	switch {
 	case p.Delay <= 0:
-		return fmt.Errorf("-restart-delay: %v, must be positive", p.Delay)
+		return field.New(fieldDelay, fmt.Sprintf("%v, must be positive", p.Delay))
 	case p.MaxDelay < p.Delay:
-		return fmt.Errorf("-restart-max-delay: %v is less than -restart-delay %v", p.MaxDelay, p.Delay)
+		return field.New(fieldMaxDelay, fmt.Sprintf("%v is less than %s %v", p.MaxDelay, fieldDelay, p.Delay), fieldDelay)
 	case p.Stable <= 0:
-		return fmt.Errorf("-restart-stable: %v, must be positive", p.Stable)
+		return field.New(fieldStable, fmt.Sprintf("%v, must be positive", p.Stable))
 	case p.Jitter < 0 || p.Jitter >= 1:
-		return fmt.Errorf("restart jitter %v, must be in [0, 1)", p.Jitter)
+		return field.New(fieldJitter, fmt.Sprintf("%v, must be in [0, 1)", p.Jitter))
 	case p.MaxRestarts < 0:
-		return fmt.Errorf("-max-restarts: %d, must not be negative", p.MaxRestarts)
+		return field.New(fieldMaxRestarts, fmt.Sprintf("%d, must not be negative", p.MaxRestarts))
 	case p.MaxRestarts > 0 && p.Window <= 0:
-		return fmt.Errorf("-restart-window: %v, must be positive when -max-restarts is set", p.Window)
+		return field.New(fieldWindow, fmt.Sprintf("%v, must be positive when %s is set", p.Window, fieldMaxRestarts), fieldMaxRestarts)
 	}
 	return nil
 }

@@ -110,12 +110,12 @@ func TestPolicyValidate(t *testing.T) {
 		mod  func(*RestartPolicy)
 		want string
 	}{
-		{func(p *RestartPolicy) { p.Delay = 0 }, "-restart-delay"},
-		{func(p *RestartPolicy) { p.MaxDelay = time.Millisecond }, "-restart-max-delay"},
-		{func(p *RestartPolicy) { p.Stable = 0 }, "-restart-stable"},
-		{func(p *RestartPolicy) { p.MaxRestarts = -1 }, "-max-restarts"},
-		{func(p *RestartPolicy) { p.MaxRestarts = 3 }, "-restart-window"},
-		{func(p *RestartPolicy) { p.Jitter = 1 }, "jitter"},
+		{func(p *RestartPolicy) { p.Delay = 0 }, "RestartPolicy.Delay"},
+		{func(p *RestartPolicy) { p.MaxDelay = time.Millisecond }, "RestartPolicy.MaxDelay"},
+		{func(p *RestartPolicy) { p.Stable = 0 }, "RestartPolicy.Stable"},
+		{func(p *RestartPolicy) { p.MaxRestarts = -1 }, "RestartPolicy.MaxRestarts"},
+		{func(p *RestartPolicy) { p.MaxRestarts = 3 }, "RestartPolicy.Window"},
+		{func(p *RestartPolicy) { p.Jitter = 1 }, "RestartPolicy.Jitter"},
 	} {
 		p := testPolicy
 		tc.mod(&p)

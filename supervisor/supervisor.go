@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shardvisor/shardvisor/internal/field"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
 )
@@ -47,9 +48,9 @@ func (c *Config) validate() error {
 	case c.Token.Empty():
 		return errors.New("supervisor: no token")
 	case c.ShutdownTimeout <= 0:
-		return fmt.Errorf("-shutdown-timeout: %v, must be positive", c.ShutdownTimeout)
+		return field.New("Config.ShutdownTimeout", fmt.Sprintf("%v, must be positive", c.ShutdownTimeout))
 	case c.ChildWatchdog <= 0:
-		return fmt.Errorf("-child-watchdog: %v, must be positive", c.ChildWatchdog)
+		return field.New("Config.ChildWatchdog", fmt.Sprintf("%v, must be positive", c.ChildWatchdog))
 	}
 	return c.Policy.Validate()
 }
