@@ -238,12 +238,13 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	var (
 		acquirer identify.Acquirer = cfg.remote
 		factor   func() float64
+		stats    func() identify.Stats
 	)
 	if cfg.remote == nil {
 		if c.queue, err = localQueue(st.maxConc, st.gb, st.api, f.bot.queueFlags, log.With("component", "identify"), reg); err != nil {
 			return nil, err
 		}
-		acquirer, factor = c.queue, c.queue.BackoffFactor
+		acquirer, factor, stats = c.queue, c.queue.BackoffFactor, c.queue.Stats
 	}
 	if cfg.reapAlways || (cfg.reapAuto && os.Getpid() == 1) {
 		c.reaper = supervisor.NewReaper(log.With("component", "reaper"))
@@ -257,6 +258,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		Token:           cfg.token,
 		Queue:           acquirer,
 		BudgetFactor:    factor,
+		QueueStats:      stats,
 	}, log)
 	if err != nil {
 		return nil, configError(err)

@@ -14,6 +14,7 @@ const healthWithin = 10 * time.Second
 //	/healthz  200 while the supervisor's main loop turns (liveness)
 //	/readyz   200 when every cluster is ready, else 503 (readiness)
 //	/status   the whole status as JSON (what `shardvisor status` shows)
+//	/         the live status page (page.go), which reads /status
 //
 // and metrics, if not nil, at /metrics.
 func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
@@ -37,8 +38,9 @@ func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(s.store.Snapshot())
+		enc.Encode(s.Snapshot())
 	})
+	s.pageRoutes(mux)
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}

@@ -64,6 +64,7 @@ func (r *runner) run() error {
 					c.LastExit.Message = msg
 				}
 			})
+			r.sup.store.Event(Event{Kind: EventFatal, ClusterID: r.cluster.ID, Message: msg + "; stopping everything"})
 			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
 		}
 		if exit.Reason == ReasonRolling {
@@ -83,10 +84,14 @@ func (r *runner) run() error {
 				c.State = ClusterFatal
 				c.LastExit.Message = msg
 			})
+			r.sup.store.Event(Event{Kind: EventFatal, ClusterID: r.cluster.ID,
+				Message: fmt.Sprintf("pid %d: %s, %s; stopping everything", exit.PID, exit, msg)})
 			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
 		case ActionStopIntensity:
 			r.log.Error("cluster restarted too often; stopping everything",
 				"max_restarts", r.sup.cfg.Policy.MaxRestarts, "window", r.sup.cfg.Policy.Window)
+			r.sup.store.Event(Event{Kind: EventGiveUp, ClusterID: r.cluster.ID,
+				Message: fmt.Sprintf("more than %d restarts within %v; stopping everything", r.sup.cfg.Policy.MaxRestarts, r.sup.cfg.Policy.Window)})
 			return &IntensityError{ClusterID: r.cluster.ID, MaxRestarts: r.sup.cfg.Policy.MaxRestarts, Window: r.sup.cfg.Policy.Window}
 		}
 		r.recordRestart(exit, d.Delay)
@@ -114,6 +119,9 @@ func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 		c.Backoff = delay
 		c.NextStart = time.Now().Add(delay)
 	})
+	r.sup.store.Event(Event{Kind: EventRestart, ClusterID: r.cluster.ID,
+		Message: fmt.Sprintf("pid %d ended (%s, %s) after %v; starting again in %v", exit.PID, exit, exit.Reason,
+			exit.Uptime.Round(time.Millisecond), delay.Round(time.Millisecond))})
 }
 
 // runOnce starts one process and supervises it until it has exited; the

@@ -77,6 +77,11 @@ type Snapshot struct {
 	ShardsReady   int             `json:"shards_ready"`
 	ClustersReady int             `json:"clusters_ready"`
 	Clusters      []ClusterStatus `json:"clusters"`
+	// Events are the recent restarts, fatal exits and control requests,
+	// oldest first.
+	Events []Event `json:"events"`
+	// Identify is the local identify queue; nil with a remote one.
+	Identify *IdentifyStatus `json:"identify,omitempty"`
 }
 
 // Summary is the one line systemd shows: "58/64 shards ready, 7/8 clusters".
@@ -91,6 +96,7 @@ type Store struct {
 	shardCount int
 	total      int
 	changed    chan struct{}
+	events     events
 }
 
 // NewStore returns a store for the plan's clusters, all stopped.
@@ -167,7 +173,7 @@ func cloneStatus(c ClusterStatus) ClusterStatus {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Time: time.Now(), ShardCount: s.shardCount, PlanClusters: s.total}
+	snap := Snapshot{Time: time.Now(), ShardCount: s.shardCount, PlanClusters: s.total, Events: s.events.list()}
 	for _, c := range s.clusters {
 		snap.Clusters = append(snap.Clusters, cloneStatus(c))
 		snap.Shards += len(c.Shards)

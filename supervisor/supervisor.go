@@ -35,6 +35,8 @@ type Config struct {
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
+	// QueueStats, if set, is the local identify queue's state, for /status.
+	QueueStats func() identify.Stats
 }
 
 func (c *Config) validate() error {
