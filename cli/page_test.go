@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shardvisor/shardvisor/discordtest"
+)
+
+// screenshotDir is where TestStatusPageInBrowser writes its screenshots:
+// $SHARDVISOR_SCREENSHOT_DIR, else the test's temporary directory.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("SHARDVISOR_SCREENSHOT_DIR"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// observeCells makes the page record, per shard, when its cell first left
+// "ready" and when it came back (Date.now(), the test's clock too).
+const observeCells = `(() => {
+  window.__seen = {};
+  new MutationObserver((ms) => {
+    for (const m of ms) {
+      const d = m.target.dataset, rec = (window.__seen[d.shard] ||= {});
+      if (d.state !== "ready" && rec.left === undefined) rec.left = Date.now();
+      if (d.state === "ready" && rec.left !== undefined && rec.back === undefined) rec.back = Date.now();
+    }
+  }).observe(document.getElementById("grid"), {subtree: true, attributes: true, attributeFilter: ["data-state"]});
+  return true;
+})()`
+
+// TestStatusPageInBrowser drives the page in a real headless Chromium
+// against a real supervisor and clusters on the fake Discord: every shard
+// shows ready; after a SIGKILL the cluster's cells leave ready and come
+// back; the guild lookup names the right shard and cluster, from a link
+// and from the keyboard; the page makes no request elsewhere, fits a
+// phone's width, and follows prefers-color-scheme. It writes screenshots
+// and logs the update latency from the kill to the cells' colour.
+func TestStatusPageInBrowser(t *testing.T) {
+	chromium := needChromium(t)
+	const shards, perCluster = 8, 2
+	fake := newFake(t, discordtest.Options{Guilds: 80, Shards: shards, MaxConcurrency: 2})
+	addr := freeAddr(t)
+	// A restart delay of 3 s (the last -restart-delay wins): the page polls,
+	// and a cluster back within one poll would never show as down.
+	p := shardvisor(t, []string{"DISCORD_TOKEN=" + secretToken},
+		append(append([]string{"run", "-shards", "auto", "-shards-per-cluster", strconv.Itoa(perCluster)}, fastFlags(fake, addr)...),
+			"-restart-delay", "3s")...)
+	snap := p.until(t, "ready", ready)
+
+	// A guild on shard 5: cluster 2 in a plan of 2 shards per cluster.
+	guild := fake.GuildIDsOf(5, shards)[0]
+	id, err := strconv.ParseUint(guild, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantShard := int((id >> 22) % shards)
+	wantCluster := wantShard / perCluster
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*patience)
+	defer cancel()
+	br := startBrowser(t, chromium)
+	page, err := br.open(ctx, "http://"+addr+"/#guild="+guild, 1100, 900, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyCells := `document.querySelectorAll("#grid .cell").length === ` + strconv.Itoa(shards) +
+		` && document.querySelectorAll("#grid .cell[data-state=ready]").length === ` + strconv.Itoa(shards)
+	cellStates := `[...document.querySelectorAll("#grid .cell")].map((c) => c.dataset.shard + ":" + c.dataset.state).join(" ")`
+	page.until(t, "every shard ready", readyCells, cellStates)
+
+	// The lookup from the link's #guild=.
+	lookupIs := func(shard, cluster int) string {
+		return fmt.Sprintf(`(() => { const a = document.querySelector("#answer [data-shard]"); return !!a && a.dataset.shard === "%d" && a.dataset.clusterId === "%d" && a.dataset.state === "ready"; })()`, shard, cluster)
+	}
+	answerText := `document.getElementById("answer").textContent`
+	page.until(t, "the lookup of a linked guild", lookupIs(wantShard, wantCluster), answerText)
+	var text string
+	page.eval(ctx, answerText, &text)
+	t.Logf("lookup of guild %s: %q", guild, text)
+
+	// Nothing was fetched from elsewhere; the page's own weight.
+	var res struct {
+		Foreign []string `json:"foreign"`
+		Size    int      `json:"size"`
+	}
+	if err := page.eval(ctx, `({foreign: performance.getEntriesByType("resource").map((e) => e.name).filter((n) => new URL(n).origin !== location.origin),
+		size: performance.getEntriesByType("navigation")[0].decodedBodySize})`, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Foreign) > 0 {
+		t.Errorf("the page fetched from elsewhere: %v", res.Foreign)
+	}
+	t.Logf("page weight: %d bytes uncompressed, no request to another origin", res.Size)
+
+	// SIGKILL the cluster of shards 2 and 3: their cells leave ready and
+	// come back once the replacement's shards are ready.
+	if err := page.eval(ctx, observeCells, nil); err != nil {
+		t.Fatal(err)
+	}
+	victim := snap.Clusters[1]
+	killed := time.Now()
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	left := `[2, 3].every((id) => window.__seen[id] && window.__seen[id].left !== undefined)`
+	page.until(t, "cluster 1's cells to leave ready", left, `JSON.stringify(window.__seen) + " " + `+cellStates)
+	dir := screenshotDir(t)
+	shot := filepath.Join(dir, "status-page-cluster-down.png")
+	if err := page.screenshot(ctx, shot); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+	back := `[2, 3].every((id) => window.__seen[id] && window.__seen[id].back !== undefined)`
+	page.until(t, "cluster 1's cells to come back", back, `JSON.stringify(window.__seen) + " " + `+cellStates)
+	var seen map[string]struct{ Left, Back int64 }
+	if err := page.eval(ctx, `Object.fromEntries(Object.entries(window.__seen).map(([k, v]) => [k, {Left: v.left, Back: v.back}]))`, &seen); err != nil {
+		t.Fatal(err)
+	}
+	for id := range seen {
+		if id != "2" && id != "3" {
+			t.Errorf("shard %s's cell left ready too; only cluster 1 (shards 2, 3) was killed", id)
+		}
+	}
+	latency := time.Duration(max(seen["2"].Left, seen["3"].Left)-killed.UnixMilli()) * time.Millisecond
+	t.Logf("update latency: SIGKILL to both cells out of ready %v (goal 1 s; the page polls every 500 ms); back to ready %v after the kill",
+		latency, time.Duration(max(seen["2"].Back, seen["3"].Back)-killed.UnixMilli())*time.Millisecond)
+	page.until(t, "cluster 1's restart in the events and the table",
+		`[...document.querySelectorAll("#events li[data-kind=restart]")].some((li) => li.textContent.includes("cluster 1:") && li.textContent.includes("signal killed"))
+		 && document.querySelector("#clusters tr[data-cluster-id='1'] td:nth-child(7)").textContent.startsWith("1 (1 signal)")`,
+		`document.getElementById("events").textContent + " | " + document.getElementById("clusters").textContent`)
+
+	// The lookup from the keyboard: Tab reaches the id box first, typing
+	// and Enter answer.
+	other := fake.GuildIDsOf(0, shards)[0]
+	page.eval(ctx, `document.activeElement.blur(); document.getElementById("guild").value = ""; true`, nil)
+	if err := br.call(ctx, page.session, "Input.dispatchKeyEvent", map[string]any{"type": "keyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}, nil); err != nil {
+		t.Fatal(err)
+	}
+	br.call(ctx, page.session, "Input.dispatchKeyEvent", map[string]any{"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}, nil)
+	var focused string
+	page.eval(ctx, `document.activeElement.id`, &focused)
+	if focused != "guild" {
+		t.Errorf("Tab focused %q first, want the guild id box", focused)
+	}
+	page.eval(ctx, `document.getElementById("guild").focus(); true`, nil)
+	if err := page.keys(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	page.until(t, "the typed lookup", lookupIs(0, 0), answerText)
+	page.eval(ctx, `document.getElementById("guild").value = ""; document.getElementById("guild").focus(); true`, nil)
+	if err := page.keys(ctx, "not-a-number"); err != nil {
+		t.Fatal(err)
+	}
+	page.until(t, "an error for a bad id", `!!document.querySelector("#answer [data-error]")`, answerText)
+	page.eval(ctx, `document.getElementById("guild").value = ""; document.getElementById("guild").focus(); true`, nil)
+	if err := page.keys(ctx, guild); err != nil {
+		t.Fatal(err)
+	}
+	page.until(t, "the lookup again", lookupIs(wantShard, wantCluster), answerText)
+
+	shot = filepath.Join(dir, "status-page.png")
+	if err := page.screenshot(ctx, shot); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+
+	// A phone, dark: nothing wider than the screen, and dark colours.
+	phone, err := br.open(ctx, "http://"+addr+"/#guild="+guild, 390, 844, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.call(ctx, phone.session, "Emulation.setEmulatedMedia", map[string]any{
+		"features": []map[string]string{{"name": "prefers-color-scheme", "value": "dark"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	phone.until(t, "every shard ready on the phone", readyCells, cellStates)
+	var layout struct {
+		ScrollWidth, Width int
+		Background         string
+	}
+	phone.eval(ctx, `({ScrollWidth: document.documentElement.scrollWidth, Width: window.innerWidth, Background: getComputedStyle(document.body).backgroundColor})`, &layout)
+	if layout.ScrollWidth > layout.Width {
+		t.Errorf("on a phone the page is %d px wide in a %d px screen", layout.ScrollWidth, layout.Width)
+	}
+	if layout.Background != "rgb(13, 17, 23)" {
+		t.Errorf("prefers-color-scheme: dark: background %s, want the dark one", layout.Background)
+	}
+	shot = filepath.Join(dir, "status-page-phone-dark.png")
+	if err := phone.screenshot(ctx, shot); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
