@@ -3,9 +3,14 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -201,4 +206,87 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", shot)
+}
+
+// BenchmarkStatusPage64Shards measures what open status pages cost the
+// supervisor: the real binary (no race detector) with 64 shards in 8
+// clusters on the fake Discord, its CPU time per second of wall time over
+// a 10 s window with no page open, then with 10 pages of headless Chromium
+// polling /status. It also reports /status's size. Run with
+// `go test -run - -bench StatusPage -benchtime 1x ./cli/`.
+func BenchmarkStatusPage64Shards(b *testing.B) {
+	chromium := needChromium(b)
+	bin := buildShardvisor(b)
+	const window = 10 * time.Second
+	fake, err := discordtest.NewServer(discordtest.Options{Guilds: 640, Shards: 64, MaxConcurrency: 16,
+		IdentifyInterval: 100 * time.Millisecond, IdentifyTolerance: tolerance, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fake.Close()
+	addr := freeAddr(b)
+	cmd := exec.Command(bin, "run", "-api-url", fake.URL(), "-shards", "auto", "-clusters", "8",
+		"-identify-interval", "100ms", "-metrics-addr", addr, "-log-level", "warn")
+	cmd.Env = append(os.Environ(), "DISCORD_TOKEN="+fake.Token())
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	pollReady(b, addr, http.StatusOK)
+	time.Sleep(2 * time.Second) // let the READYs and guilds settle
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	pid := cmd.Process.Pid
+	measure := func() float64 {
+		before, t0 := procCPU(b, pid), time.Now()
+		time.Sleep(window)
+		return float64(procCPU(b, pid)-before) / float64(time.Since(t0)) * 1000 // ms of CPU per s
+	}
+	var idle, open float64
+	for range b.N {
+		idle += measure()
+		br := startBrowser(b, chromium)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		var tabs []*tab
+		for range 10 {
+			tb, err := br.open(ctx, "http://"+addr+"/", 1100, 900, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tabs = append(tabs, tb)
+		}
+		for _, tb := range tabs {
+			for ok := false; !ok; time.Sleep(100 * time.Millisecond) {
+				if err := tb.eval(ctx, `document.querySelectorAll("#grid .cell[data-state=ready]").length === 64`, &ok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		open += measure()
+		cancel()
+	}
+	b.ReportMetric(idle/float64(b.N), "cpu-ms/s-no-page")
+	b.ReportMetric(open/float64(b.N), "cpu-ms/s-10-pages")
+	b.ReportMetric(float64(len(body)), "status-bytes")
+}
+
+// procCPU is a process's user and system CPU time, from /proc/PID/stat.
+func procCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command's closing parenthesis: utime and stime are
+	// the 12th and 13th, in clock ticks (100 per second on Linux).
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
