@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ type testRun struct {
 	s    *Supervisor
 	done chan error
 	dir  string
+	logs *logBuffer // what the supervisor logged
 }
 
 // start runs a supervisor of n fake clusters scripted by behaviours (see
@@ -32,12 +34,13 @@ func start(t *testing.T, n int, behaviours string, mod ...func(*Config)) *testRu
 	dir := t.TempDir()
 	t.Setenv("SV_TEST_DIR", dir)
 	t.Setenv("SV_TEST_CHILD", behaviours)
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &logBuffer{}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := newTestSupervisor(n, nil, logger, mod...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &testRun{s: s, done: make(chan error, 1), dir: dir}
+	tr := &testRun{s: s, done: make(chan error, 1), dir: dir, logs: logs}
 	go func() { tr.done <- s.Run(context.Background()) }()
 	t.Cleanup(func() {
 		s.Hurry()
@@ -99,6 +102,24 @@ func (tr *testRun) events(t *testing.T) [][]string {
 }
 
 func ready(s Snapshot) bool { return s.Ready }
+
+// logBuffer keeps what is written to it; safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 func alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
