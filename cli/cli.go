@@ -1,5 +1,5 @@
 // Package cli is shardvisor's command line: the mode word (run, cluster,
-// demo, status, healthcheck, version), each mode's flags, and the wiring of
+// demo, identify-queue, status, healthcheck, ctl, version), each mode's flags, and the wiring of
 // its components. A bot built on shardvisor calls Main with its Bot; so
 // does cmd/shardvisor, with the /ping bot.
 package cli
@@ -94,13 +94,15 @@ func runMode(args []string, bot *cluster.Bot, stdout, stderr io.Writer, getenv l
 		err = runStatus(args, stdout, getenv)
 	case "healthcheck":
 		err = runHealthcheck(args, getenv)
+	case "ctl":
+		err = runCtl(args, stdout, getenv)
 	case "version":
 		v, g, d := buildinfo.Get()
 		fmt.Fprintf(stdout, "shardvisor %s (%s, discordgo %s)\n", v, g, d)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, healthcheck, version", mode))
+		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, healthcheck, ctl, version", mode))
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "shardvisor %s: %v\n", mode, err)
@@ -120,6 +122,7 @@ Usage:
   shardvisor identify-queue     only an identify queue, shared by supervisors on several machines
   shardvisor status [-addr A]   the supervisor's status as a table
   shardvisor healthcheck        exit 0 only when the supervisor is ready
+  shardvisor ctl COMMAND        over the control socket: status, roll, restart CLUSTER
   shardvisor version
 
 Every flag can also be set from the environment as SHARDVISOR_<FLAG> (e.g.

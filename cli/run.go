@@ -47,6 +47,7 @@ type runFlags struct {
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	reap            string
+	controlSocket   string
 }
 
 // DefaultMetricsAddr is where the supervisor serves /metrics, /healthz,
@@ -76,6 +77,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
+	fs.StringVar(&f.controlSocket, "control-socket", controlSocketAuto, "unix socket (mode 0660) for shardvisor ctl: status, roll, restart CLUSTER; auto: $RUNTIME_DIRECTORY/control.sock when systemd gives RUNTIME_DIRECTORY, else none; empty: none")
 }
 
 // clusterArgs are the child's command line: the mode word and the settings
@@ -227,6 +229,7 @@ type components struct {
 	queue   *identify.Queue // nil with a remote queue
 	reaper  *supervisor.Reaper
 	servers []server
+	control *supervisor.ControlListener // nil: no control socket
 }
 
 // build makes the registry, the identify queue, the supervisor and its
@@ -273,6 +276,9 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 			for _, s := range c.servers {
 				s.ln.Close()
 			}
+			if c.control != nil {
+				c.control.Close()
+			}
 		}
 	}()
 	var addr net.Addr
@@ -291,14 +297,28 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		}
 		c.servers = append(c.servers, server{ln, identify.Handler(c.queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
 	}
+	if path := controlSocketPath(f.controlSocket, env.getenv); path != "" {
+		if c.control, err = supervisor.ListenControl(path); err != nil {
+			return nil, err
+		}
+	}
 	plan := st.plan
 	log.Info("supervisor starting", "shards", plan.ShardCount, "clusters", len(plan.Clusters), "of", plan.Total,
 		"max_concurrency", st.maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr,
-		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen)
+		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen,
+		"control_socket", controlPath(c.control))
 	if env.started != nil {
 		env.started(c.sup, addr)
 	}
 	return c, nil
+}
+
+// controlPath is the control socket's path for the log, "" for none.
+func controlPath(l *supervisor.ControlListener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Path()
 }
 
 // server is an HTTP handler to serve on a listener.
@@ -366,6 +386,10 @@ func runSupervisor(ctx context.Context, c *components, sigs <-chan os.Signal, lo
 	}
 	for _, srv := range c.servers {
 		srv.add(&g, log)
+	}
+	if c.control != nil {
+		ctl := c.control
+		g.Add(func() error { return sup.ServeControl(ctl) }, func(error) { ctl.Close() })
 	}
 	err := g.Run()
 	var fe *supervisor.FatalError

@@ -36,7 +36,7 @@ const (
 // real systemd booted for the test in its own namespaces, against the fake
 // Discord, and takes it through its life: start (returns only once every
 // cluster is ready), status line, the token through the credential,
-// reload (a rolling restart), stop, SIGKILL of the supervisor (restarted,
+// reload (a rolling restart), ctl restart over the control socket, stop, SIGKILL of the supervisor (restarted,
 // no old cluster left), a hung supervisor (the watchdog fires), and a bad
 // token (exit 78, not restarted).
 //
@@ -89,6 +89,7 @@ SHARDVISOR_RECONNECT_DELAY=100ms
 		{"status shows the STATUS line", st.statusLine},
 		{"the token arrives through the credential only", st.credential},
 		{"reload rolls the clusters", st.reload},
+		{"ctl restarts one cluster through the control socket", st.ctl},
 		{"stop stops cleanly", st.stop},
 		{"SIGKILL of the supervisor: restarted, no old cluster left", st.sigkill},
 		{"a hung supervisor: the watchdog fires", st.watchdog},
@@ -293,6 +294,36 @@ func (st *state) reload(t *testing.T) {
 		}
 	}
 	t.Logf("reload: %d clusters rolled in %v", clusters, time.Since(reloaded).Round(time.Millisecond))
+}
+
+// ctl: the unit's RuntimeDirectory holds the control socket, mode 0660;
+// root's `shardvisor ctl restart 1` finds it by default, replaces cluster
+// 1 only, and the journal names the asker's uid.
+func (st *state) ctl(t *testing.T) {
+	const sock = "/run/shardvisor/control.sock"
+	if out, err := st.sd.Exec("", "stat", "-c", "%a %F", sock); err != nil || strings.TrimSpace(out) != "660 socket" {
+		t.Errorf("stat %s: %q, %v; want a socket with mode 660", sock, out, err)
+	}
+	before, err := st.status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.sd.Exec("", "/usr/local/bin/shardvisor", "ctl", "restart", "1")
+	if err != nil || !strings.Contains(out, "cluster 1 restarted and ready") {
+		t.Fatalf("shardvisor ctl restart 1: %v\n%s", err, out)
+	}
+	after, err := st.status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range after.Clusters {
+		if changed := c.PID != before.Clusters[i].PID; changed != (c.ID == 1) {
+			t.Errorf("cluster %d: pid %d → %d after ctl restart 1", c.ID, before.Clusters[i].PID, c.PID)
+		}
+	}
+	if j := st.sd.Journal(svc); !strings.Contains(j, "restart of one cluster asked") || !strings.Contains(j, "peer_uid=0") {
+		t.Errorf("the journal does not name the asker (peer_uid=0):\n%s", lastLines(j, 20))
+	}
 }
 
 func (st *state) stop(t *testing.T) {
