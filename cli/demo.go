@@ -80,7 +80,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	)
 	env.started = func(sup *supervisor.Supervisor, addr net.Addr) {
 		if addr != nil {
-			fmt.Fprintf(stdout, "metrics: http://%s/metrics   status: http://%s/status   (or: shardvisor status -addr %s)\n", addr, addr, addr)
+			fmt.Fprintf(stdout, "status page: http://%s/   metrics: http://%s/metrics   (or: shardvisor status -addr %s)\n", addr, addr, addr)
 		}
 		fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
 		wg.Add(1)
