@@ -257,7 +257,7 @@ func newMessage(t Type) Message {
 	case TypeFatal:
 		return new(Fatal)
 	}
-	return nil
+	return newFleetMessage(t)
 }
 
 // Decode turns a frame's payload into its message and validates it. Every

@@ -30,7 +30,7 @@ func mustToken(t testing.TB, v string) secret.Token {
 // sampleMessages is one valid message of each type; also the fuzz seeds.
 func sampleMessages(t testing.TB) []Message {
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	return []Message{
+	return append([]Message{
 		&Hello{ClusterID: 3, PID: 4242, ShardIDs: []int{15, 16, 17}, Build: "v1.0.0"},
 		&Welcome{Token: mustToken(t, "abc.def.ghi")},
 		&Status{Shards: []ShardStatus{
@@ -43,7 +43,7 @@ func sampleMessages(t testing.TB) []Message {
 		&MetricsRequest{ID: 99},
 		&Metrics{ID: 99, Data: []byte{1, 2, 3}},
 		&Fatal{Shard: 15, Code: 4014, Reason: "disallowed intents"},
-	}
+	}, fleetSamples()...)
 }
 
 func TestRoundTrip(t *testing.T) {
