@@ -86,6 +86,7 @@ type Supervisor struct {
 	log     *slog.Logger
 	store   *Store
 	runners []*runner
+	fleet   *fleetRouter
 
 	stopOnce  sync.Once
 	stopping  chan struct{} // closed when a graceful stop begins
@@ -110,6 +111,7 @@ func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
 	for _, c := range cfg.Plan.Clusters {
 		s.runners = append(s.runners, newRunner(s, c))
 	}
+	s.fleet = newFleetRouter(s)
 	s.tick.Store(time.Now().UnixNano())
 	return s, nil
 }

@@ -23,6 +23,7 @@ const (
 	MaxFleetRequestData = 256 << 10 // a call's request, as JSON
 	MaxFleetAnswerData  = 1 << 20   // one cluster's answer, as JSON
 	MaxFleetTimeout     = time.Minute
+	MaxFleetError       = maxText // an error's text
 	maxFleetEnvelope    = 8 << 10 // name, error text and the other fields
 )
 
