@@ -77,13 +77,15 @@ func Run(args []string, bot *cluster.Bot, stdout, stderr io.Writer) int {
 		err = runStatus(args, stdout, stderr)
 	case "healthcheck":
 		err = runHealthcheck(args, stderr)
+	case "guild":
+		err = runGuild(args, stdout)
 	case "version":
 		v, g, d := buildinfo.Get()
 		fmt.Fprintf(stdout, "shardvisor %s (%s, discordgo %s)\n", v, g, d)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, healthcheck, version", mode))
+		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, guild, healthcheck, version", mode))
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "shardvisor %s: %v\n", mode, err)
@@ -102,6 +104,7 @@ Usage:
   shardvisor demo               everything against a built-in fake Discord: no token needed
   shardvisor identify-queue     only an identify queue, shared by supervisors on several machines
   shardvisor status [-addr A]   the supervisor's status as a table
+  shardvisor guild ID           which shard and cluster has a guild, and what it knows of it
   shardvisor healthcheck        exit 0 only when the supervisor is ready
   shardvisor version
 

@@ -14,6 +14,8 @@ const healthWithin = 10 * time.Second
 //	/healthz  200 while the supervisor's main loop turns (liveness)
 //	/readyz   200 when every cluster is ready, else 503 (readiness)
 //	/status   the whole status as JSON (what `shardvisor status` shows)
+//	/fleet/stats        every cluster's stats, through a fleet call (fleethttp.go)
+//	/fleet/guilds/{id}  a guild's shard and cluster, and what that cluster has of it
 //
 // and metrics, if not nil, at /metrics.
 func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
@@ -39,6 +41,7 @@ func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(s.store.Snapshot())
 	})
+	s.fleetRoutes(mux)
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}
