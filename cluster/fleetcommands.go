@@ -43,12 +43,24 @@ func FormatStats(answers []Answer) string {
 		s, ok := stats[a.ClusterID]
 		switch {
 		case ok:
-			fmt.Fprintf(&b, "\ncluster %d: %d guilds, %d/%d shards ready, latency %v", a.ClusterID, s.Guilds, s.ShardsReady, s.Shards, s.Latency.Round(time.Millisecond))
+			fmt.Fprintf(&b, "\ncluster %d: %d guilds, %d/%d shards ready, latency %s", a.ClusterID, s.Guilds, s.ShardsReady, s.Shards, formatLatency(s.Latency))
 		case a.Err != nil:
 			fmt.Fprintf(&b, "\ncluster %d: %s", a.ClusterID, shortReason(a.Err))
 		}
 	}
 	return b.String()
+}
+
+// formatLatency is a heartbeat round trip for people: "n/a" before the
+// first, microseconds against a local fake, milliseconds on Discord.
+func formatLatency(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "n/a"
+	case d < 10*time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.Round(time.Millisecond).String()
 }
 
 // shortReason is a fleet error without the call's name, for users.
