@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 		bot.Command(cluster.StatsCommand())
 		bot.Command(cluster.ShardCommand())
 		addFleetTestBot(bot)
+		addFleetBenchCommand(bot)
 		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
