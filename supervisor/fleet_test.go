@@ -21,6 +21,9 @@ import (
 // "slow" never. A test makes calls as one of them with call.
 type fleetLauncher struct {
 	notReady map[int]bool // these clusters say hello but never ready
+	// hold, if set for a cluster when its process starts, keeps that
+	// process from being ready until it is closed.
+	hold map[int]chan struct{}
 
 	mu       sync.Mutex
 	children map[int]*fleetChild // the current process of each cluster
@@ -47,7 +50,7 @@ func (l *fleetLauncher) Launch(c Cluster, _ int) (Process, error) {
 		l.children = map[int]*fleetChild{}
 	}
 	l.children[c.ID] = fc
-	go fc.serve(c, l.notReady[c.ID])
+	go fc.serve(c, l.notReady[c.ID], l.hold[c.ID])
 	return p, nil
 }
 
@@ -57,7 +60,7 @@ func (l *fleetLauncher) child(id int) *fleetChild {
 	return l.children[id]
 }
 
-func (fc *fleetChild) serve(c Cluster, notReady bool) {
+func (fc *fleetChild) serve(c Cluster, notReady bool, hold chan struct{}) {
 	if _, err := fc.conn.Read(); err != nil { // welcome
 		return
 	}
@@ -84,11 +87,18 @@ func (fc *fleetChild) serve(c Cluster, notReady bool) {
 			}
 		}
 	}()
-	state := wire.ShardReady
-	if notReady {
-		state = wire.ShardIdentifying
-	}
 	for {
+		state := wire.ShardReady
+		if notReady {
+			state = wire.ShardIdentifying
+		}
+		if hold != nil {
+			select {
+			case <-hold:
+			default:
+				state = wire.ShardIdentifying
+			}
+		}
 		st := &wire.Status{}
 		for _, s := range c.Shards {
 			st.Shards = append(st.Shards, wire.ShardStatus{ID: s, State: state})
@@ -381,6 +391,48 @@ func TestSupervisorFleetCall(t *testing.T) {
 		got, err := s.FleetCall(context.Background(), "echo", wire.ToAll, 0, 0, nil)
 		if err != nil || len(got) != 2 || got[0].Cluster != 0 || got[1].Cluster != 1 {
 			t.Fatalf("FleetCall = %v, %v", got, err)
+		}
+	})
+}
+
+// TestFleetDuringRollingRestart: while a cluster is replaced, calls to it
+// are unavailable at once (its old process stopping, its new one not yet
+// ready), never hung; once the new process is ready they reach it.
+func TestFleetDuringRollingRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &fleetLauncher{}
+		s, stop := startFleet(t, l, 2)
+		defer stop()
+		old := l.child(1)
+		// Hold the replacement at "not ready" until the test has called it.
+		hold := make(chan struct{})
+		l.mu.Lock()
+		l.hold = map[int]chan struct{}{1: hold}
+		l.mu.Unlock()
+		s.RollingRestart()
+		for l.child(1) == old {
+			synctest.Wait()
+		}
+		got := l.child(0).call(t, &wire.FleetCall{ID: 1, Name: "echo", To: wire.ToCluster, Cluster: 1, Timeout: 30 * time.Second})
+		if a := got[1]; a == nil || a.Code != wire.FleetUnavailable {
+			t.Fatalf("cluster 1 while replaced: %v, want unavailable", got)
+		}
+		// Its replacement becomes ready: calls reach it.
+		close(hold)
+		for {
+			changed := s.Store().Changed()
+			c, _ := s.Store().Cluster(1)
+			if ch := s.runners[1].channel(); c.Ready() && ch != nil && ch.fleet.ready.Load() {
+				break
+			}
+			<-changed
+		}
+		got = l.child(0).call(t, &wire.FleetCall{ID: 2, Name: "echo", To: wire.ToCluster, Cluster: 1, Timeout: 30 * time.Second})
+		if a := got[1]; a == nil || a.Code != wire.FleetOK {
+			t.Fatalf("cluster 1 once replaced and ready: %v", got)
+		}
+		if c, _ := s.Store().Cluster(1); c.Generation != 2 || c.RestartsBy[ReasonRolling] != 1 {
+			t.Errorf("cluster 1 after the rolling restart: generation %d, restarts %v", c.Generation, c.RestartsBy)
 		}
 	})
 }
