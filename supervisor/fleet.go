@@ -239,7 +239,31 @@ func (r *fleetRouter) send(p *fleetPart, m *wire.FleetCall) {
 	if left <= 0 {
 		return // expire answers it
 	}
-	ch.send(&wire.FleetRequest{ID: key, Name: m.Name, Timeout: left, Data: m.Data})
+	if !ch.trySend(&wire.FleetRequest{ID: key, Name: m.Name, Timeout: left, Data: m.Data}) && ch.fleet.take(key) != nil {
+		if ch.ctx.Err() != nil {
+			p.deliver(wire.FleetUnavailable, fmt.Sprintf("cluster %d: its process is gone", p.cluster))
+		} else {
+			p.deliver(wire.FleetBusy, fmt.Sprintf("cluster %d is behind in reading its channel", p.cluster))
+		}
+	}
+}
+
+// trySend queues a fleet request unless the cluster is behind in reading
+// its channel: requests whose calls expired may still be queued, and a
+// caller must not get the target cut off for not reading (send's rule)
+// by keeping its queue full of them. What else is queued has room left.
+func (ch *channel) trySend(m wire.Message) bool {
+	if len(ch.out) >= fleetSlots {
+		return false
+	}
+	select {
+	case ch.out <- m:
+		return true
+	case <-ch.ctx.Done():
+		return false
+	default:
+		return false
+	}
 }
 
 // unavailable says why the channel's cluster takes no requests, or "".

@@ -21,6 +21,7 @@ import (
 // "slow" never. A test makes calls as one of them with call.
 type fleetLauncher struct {
 	notReady map[int]bool // these clusters say hello but never ready
+	stalled map[int]bool // these read nothing after the welcome
 	// hold, if set for a cluster when its process starts, keeps that
 	// process from being ready until it is closed.
 	hold map[int]chan struct{}
@@ -50,7 +51,7 @@ func (l *fleetLauncher) Launch(c Cluster, _ int) (Process, error) {
 		l.children = map[int]*fleetChild{}
 	}
 	l.children[c.ID] = fc
-	go fc.serve(c, l.notReady[c.ID], l.hold[c.ID])
+	go fc.serve(c, l.notReady[c.ID], l.hold[c.ID], l.stalled[c.ID])
 	return p, nil
 }
 
@@ -60,12 +61,16 @@ func (l *fleetLauncher) child(id int) *fleetChild {
 	return l.children[id]
 }
 
-func (fc *fleetChild) serve(c Cluster, notReady bool, hold chan struct{}) {
+func (fc *fleetChild) serve(c Cluster, notReady bool, hold chan struct{}, stalled bool) {
 	if _, err := fc.conn.Read(); err != nil { // welcome
 		return
 	}
 	fc.conn.Write(&wire.Hello{ClusterID: c.ID, PID: fc.pid, ShardIDs: c.Shards})
 	go func() {
+		if stalled {
+			<-fc.gone
+			return
+		}
 		for {
 			m, err := fc.conn.Read()
 			if err != nil {
@@ -433,6 +438,30 @@ func TestFleetDuringRollingRestart(t *testing.T) {
 		}
 		if c, _ := s.Store().Cluster(1); c.Generation != 2 || c.RestartsBy[ReasonRolling] != 1 {
 			t.Errorf("cluster 1 after the rolling restart: generation %d, restarts %v", c.Generation, c.RestartsBy)
+		}
+	})
+}
+
+// TestFleetStalledTargetIsNotCutOff: a cluster that stops reading its
+// channel for a while (a long GC pause, a busy machine) while another
+// floods it with short calls gets "busy" once its queue holds fleetSlots
+// messages; the flood cannot fill the queue and get it cut off.
+func TestFleetStalledTargetIsNotCutOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &fleetLauncher{stalled: map[int]bool{1: true}}
+		s, stop := startFleet(t, l, 2)
+		defer stop()
+		c0 := l.child(0)
+		outcomes := map[wire.FleetCode]int{}
+		for i := range 2000 {
+			got := c0.call(t, &wire.FleetCall{ID: uint64(1 + i), Name: "echo", To: wire.ToCluster, Cluster: 1, Timeout: time.Millisecond})
+			outcomes[got[1].Code]++
+		}
+		if outcomes[wire.FleetBusy] == 0 || outcomes[wire.FleetDeadline] == 0 {
+			t.Errorf("outcomes %v, want deadlines, then busy once its queue is full", outcomes)
+		}
+		if c, _ := s.Store().Cluster(1); c.Restarts != 0 {
+			t.Errorf("the stalled cluster was cut off: %+v", c.LastExit)
 		}
 	})
 }
