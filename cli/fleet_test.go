@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,4 +214,85 @@ func TestFleetCallsEndToEnd(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	noLeak(t, "the logs", p.out.String())
+}
+
+// TestFleetAcrossSupervisors: two supervisors split one plan
+// (-cluster-share) and forward each other's fleet calls with the shared
+// secret: a broadcast from either reaches all four clusters, ForGuild
+// reaches a guild's cluster on the other machine; a forwarded call without
+// the secret, or with a wrong one, is refused.
+func TestFleetAcrossSupervisors(t *testing.T) {
+	fake := newFake(t, discordtest.Options{Guilds: 64, Shards: 8, MaxConcurrency: 2})
+	queueAddr, addrA, addrB := freeAddr(t), freeAddr(t), freeAddr(t)
+	const fleetSecret = "FlEeTsEcReT-42"
+	env := []string{"DISCORD_TOKEN=" + secretToken, "SHARDVISOR_FLEET_SECRET=" + fleetSecret}
+	plan := []string{"run", "-shards", "8", "-clusters", "4"}
+	b := shardvisor(t, env, append(append(plan, "-cluster-share", "1/2", "-identify-queue-url", "http://"+queueAddr,
+		"-fleet-peers", addrA), fastFlags(fake, addrB)...)...)
+	a := shardvisor(t, env, append(append(plan, "-cluster-share", "0/2", "-identify-queue-listen", queueAddr,
+		"-fleet-peers", "localhost:"+strings.Split(addrB, ":")[1]), fastFlags(fake, addrA)...)...)
+	for _, p := range []*proc{a, b} {
+		for _, c := range p.until(t, "ready", ready).Clusters {
+			if strings.Contains(procFile(c.PID, "environ"), "FlEeTsEcReT") {
+				t.Errorf("cluster %d inherited the fleet secret", c.ID)
+			}
+		}
+	}
+	// Shard s is cluster s/2's; clusters 0 and 1 run under a, 2 and 3 under b.
+	onCluster := func(c int) string { return fake.GuildIDsOf(2*c, 8)[0] }
+	for _, from := range []int{0, 3} {
+		r := fleetFrom(t, fake, onCluster(from), opt("name", "who"), opt("to", "all"))
+		if r.From != from || len(r.Answers) != 4 {
+			t.Fatalf("broadcast from cluster %d: %+v", from, r)
+		}
+		for i, an := range r.Answers {
+			if an.Cluster != i || string(an.Data) != fmt.Sprint(i) {
+				t.Errorf("broadcast from cluster %d: answer %d %+v", from, i, an)
+			}
+		}
+	}
+	for shard := range 8 {
+		g := fake.GuildIDsOf(shard, 8)[1]
+		r := fleetFrom(t, fake, onCluster(0), opt("name", "who"), opt("to", "guild"), opt("guild", g))
+		if len(r.Answers) != 1 || r.Answers[0].Cluster != shard/2 || string(r.Answers[0].Data) != fmt.Sprint(shard/2) {
+			t.Errorf("ForGuild of shard %d from cluster 0: %+v", shard, r)
+		}
+	}
+	stats := fleetFrom(t, fake, onCluster(2), opt("name", cluster.StatsRequest), opt("to", "all"))
+	sum := 0
+	for _, an := range stats.Answers {
+		var st cluster.Stats
+		json.Unmarshal(an.Data, &st)
+		sum += st.Guilds
+	}
+	if sum != 64 {
+		t.Errorf("guilds of both supervisors' clusters: %d, want 64 (%+v)", sum, stats)
+	}
+
+	// The forward endpoint without the secret, or with another one.
+	body := `{"name":"who","clusters":[2],"timeout_ns":1000000000}`
+	for _, auth := range []string{"", "Bearer wrong", "Bearer " + fleetSecret + "x", fleetSecret} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addrB+"/fleet/forward", strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(msg), "2") {
+			t.Errorf("forward with Authorization %q: %d %q, want 401 and no answer", auth, resp.StatusCode, msg)
+		}
+	}
+	for _, p := range []*proc{a, b} {
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t); code != 0 {
+			t.Errorf("exit %d", code)
+		}
+		if strings.Contains(p.out.String(), "FlEeTsEcReT") {
+			t.Error("the fleet secret appears in the logs")
+		}
+	}
 }

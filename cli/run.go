@@ -47,6 +47,7 @@ type runFlags struct {
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	reap            string
+	fleet           fleetFlags
 }
 
 // DefaultMetricsAddr is where the supervisor serves /metrics, /healthz,
@@ -57,6 +58,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	f.log.register(fs)
 	f.gateway.register(fs)
 	f.bot.register(fs)
+	f.fleet.register(fs)
 	fs.StringVar(&f.shards, "shards", "auto", "total shards, or auto for GET /gateway/bot's recommendation")
 	fs.IntVar(&f.perClust, "shards-per-cluster", 5, "shards per cluster process (or give -clusters)")
 	fs.IntVar(&f.clusters, "clusters", 0, "number of cluster processes, shards spread evenly (instead of -shards-per-cluster)")
@@ -248,6 +250,10 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	if cfg.reapAlways || (cfg.reapAuto && os.Getpid() == 1) {
 		c.reaper = supervisor.NewReaper(log.With("component", "reaper"))
 	}
+	peers, fleetSecret, err := f.fleet.load(env.getenv)
+	if err != nil {
+		return nil, err
+	}
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:            st.plan,
 		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Reaper: c.reaper},
@@ -257,6 +263,8 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		Token:           cfg.token,
 		Queue:           acquirer,
 		BudgetFactor:    factor,
+		Peers:           peers,
+		FleetSecret:     fleetSecret,
 	}, log)
 	if err != nil {
 		return nil, configError(err)

@@ -96,16 +96,22 @@ type fleetPart struct {
 }
 
 // deliver answers the part with an error.
-func (p *fleetPart) deliver(code wire.FleetCode, msg string) { p.deliverData(code, msg, nil) }
+func (p *fleetPart) deliver(code wire.FleetCode, msg string) { p.deliverAs(p.cluster, code, msg, nil) }
 
 // deliverData answers the part with data, once: whoever first delivers wins.
 func (p *fleetPart) deliverData(code wire.FleetCode, msg string, data json.RawMessage) {
+	p.deliverAs(p.cluster, code, msg, data)
+}
+
+// deliverAs answers for cluster (a forwarded guild's part learns its
+// cluster from the peer that answers).
+func (p *fleetPart) deliverAs(cluster int, code wire.FleetCode, msg string, data json.RawMessage) {
 	if !p.done.CompareAndSwap(false, true) {
 		return
 	}
 	c := p.call
 	c.router.metrics.answered(c.name, code)
-	c.answer(&wire.FleetAnswer{ID: c.id, Cluster: p.cluster, Of: c.of, Code: code, Error: msg, Data: data})
+	c.answer(&wire.FleetAnswer{ID: c.id, Cluster: cluster, Of: c.of, Code: code, Error: msg, Data: data})
 	c.slots.waiting.Add(-1)
 	c.mu.Lock()
 	c.left--
@@ -146,8 +152,10 @@ func (f *chanFleet) take(key uint64) *fleetPart {
 
 // call routes m for a caller: answer receives every answer (the call's
 // parts, or one refusal), never blocking; slots bounds what the caller may
-// have in flight.
-func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer func(*wire.FleetAnswer)) {
+// have in flight. With forward, parts for clusters this supervisor does
+// not run go to its peers (if it has any).
+func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer func(*wire.FleetAnswer), forward bool) {
+	forward = forward && r.sup.cfg.Peers != nil
 	refuse := func(code wire.FleetCode, msg string) {
 		r.metrics.answered(m.Name, code)
 		answer(&wire.FleetAnswer{ID: m.ID, Cluster: -1, Code: code, Error: msg})
@@ -167,11 +175,15 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 	case wire.ToGuild:
 		shard := int((m.Guild >> 22) % uint64(r.sup.cfg.Plan.ShardCount))
 		id, ok := r.owner[shard]
-		if !ok {
+		switch {
+		case ok:
+			targets = []int{id}
+		case forward:
+			targets = []int{-1} // its cluster is the peer's to say
+		default:
 			refuse(wire.FleetUnavailable, fmt.Sprintf("guild %d is on shard %d, which another supervisor runs", m.Guild, shard))
 			return
 		}
-		targets = []int{id}
 	}
 	if len(targets) > fleetSlots {
 		refuse(wire.FleetBadRequest, fmt.Sprintf("a broadcast to %d clusters exceeds the limit of %d", len(targets), fleetSlots))
@@ -188,7 +200,12 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 	for _, id := range targets {
 		c.parts = append(c.parts, &fleetPart{call: c, cluster: id})
 	}
+	var remote []*fleetPart
 	for _, p := range c.parts {
+		if forward && r.runners[p.cluster] == nil {
+			remote = append(remote, p)
+			continue
+		}
 		r.send(p, m)
 	}
 	c.mu.Lock()
@@ -196,6 +213,13 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 		c.timer = time.AfterFunc(m.Timeout-time.Since(c.start), c.expire)
 	}
 	c.mu.Unlock()
+	if len(remote) > 0 {
+		guild := uint64(0)
+		if m.To == wire.ToGuild {
+			guild = m.Guild
+		}
+		go r.forward(c, remote, m, guild)
+	}
 }
 
 // send hands one part to its cluster, or answers it at once when the
@@ -285,7 +309,7 @@ func (ch *channel) fleetCall(m *wire.FleetCall) error {
 	if ch.fleet.router == nil {
 		return errors.New("fleet call to a supervisor that routes none")
 	}
-	ch.fleet.router.call(m, &ch.fleet.slots, func(a *wire.FleetAnswer) { ch.send(a) })
+	ch.fleet.router.call(m, &ch.fleet.slots, func(a *wire.FleetAnswer) { ch.send(a) }, true)
 	return nil
 }
 
@@ -349,11 +373,16 @@ func (ch *channel) failFleet() {
 // waits for its answers, sorted by cluster. A refused call is one answer
 // with Cluster -1.
 func (s *Supervisor) FleetCall(ctx context.Context, name, to string, cluster int, guild uint64, data json.RawMessage) ([]*wire.FleetAnswer, error) {
+	return s.fleetCall(ctx, &wire.FleetCall{Name: name, To: to, Cluster: cluster, Guild: guild, Data: data}, true)
+}
+
+func (s *Supervisor) fleetCall(ctx context.Context, m *wire.FleetCall, forward bool) ([]*wire.FleetAnswer, error) {
+	name := m.Name
 	timeout := 5 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	m := &wire.FleetCall{ID: 1, Name: name, To: to, Cluster: cluster, Guild: guild, Timeout: min(timeout, wire.MaxFleetTimeout), Data: data}
+	m.ID, m.Timeout = 1, min(timeout, wire.MaxFleetTimeout)
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("fleet call: %w", err)
 	}
@@ -364,10 +393,10 @@ func (s *Supervisor) FleetCall(ctx context.Context, name, to string, cluster int
 		mu.Lock()
 		defer mu.Unlock()
 		out = append(out, a)
-		if a.Cluster < 0 || len(out) == a.Of {
+		if (a.Cluster < 0 && a.Of == 0) || len(out) == a.Of {
 			close(done)
 		}
-	})
+	}, forward)
 	select {
 	case <-done:
 	case <-ctx.Done():

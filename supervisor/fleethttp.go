@@ -53,6 +53,7 @@ type FleetGuild struct {
 
 // fleetRoutes adds the read-only fleet endpoints to mux.
 func (s *Supervisor) fleetRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+forwardPath, s.serveForward)
 	mux.HandleFunc("GET /fleet/stats", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), fleetHTTPTimeout)
 		defer cancel()
@@ -104,6 +105,9 @@ func (s *Supervisor) fleetRoutes(mux *http.ServeMux) {
 			out.Answer = FleetAnswerJSON{ClusterID: out.ClusterID, Code: wire.FleetDeadline, Error: err.Error()}
 		case len(answers) == 1:
 			out.Answer = answerJSON(answers[0])
+			if out.ClusterID < 0 && answers[0].Cluster >= 0 {
+				out.ClusterID = answers[0].Cluster // a peer's cluster answered
+			}
 		}
 		writeJSON(w, http.StatusOK, out)
 	})

@@ -16,6 +16,7 @@ const healthWithin = 10 * time.Second
 //	/status   the whole status as JSON (what `shardvisor status` shows)
 //	/fleet/stats        every cluster's stats, through a fleet call (fleethttp.go)
 //	/fleet/guilds/{id}  a guild's shard and cluster, and what that cluster has of it
+//	POST /fleet/forward fleet calls from peer supervisors, with the fleet secret
 //
 // and metrics, if not nil, at /metrics.
 func (s *Supervisor) Handler(metrics http.Handler) http.Handler {

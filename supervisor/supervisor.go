@@ -34,6 +34,12 @@ type Config struct {
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
+	// Peers, if set, are the supervisors that run the plan's other
+	// clusters: fleet calls for those are forwarded to them (peers.go).
+	Peers *Peers
+	// FleetSecret, if set, lets peers forward fleet calls to this
+	// supervisor (POST /fleet/forward); without it they are refused.
+	FleetSecret secret.Token
 }
 
 func (c *Config) validate() error {
