@@ -21,7 +21,7 @@ import (
 // "slow" never. A test makes calls as one of them with call.
 type fleetLauncher struct {
 	notReady map[int]bool // these clusters say hello but never ready
-	stalled map[int]bool // these read nothing after the welcome
+	stalled  map[int]bool // these read nothing after the welcome
 	// hold, if set for a cluster when its process starts, keeps that
 	// process from being ready until it is closed.
 	hold map[int]chan struct{}
