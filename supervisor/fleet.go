@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,10 +34,13 @@ type fleetRouter struct {
 	seq     atomic.Uint64   // request ids sent to clusters
 	metrics *fleetMetrics
 	self    fleetSlotsCount // the supervisor's own calls (HTTP)
+	client  *http.Client    // to the peers, unless Peers.Client
 }
 
 func newFleetRouter(s *Supervisor) *fleetRouter {
-	r := &fleetRouter{sup: s, owner: map[int]int{}, runners: map[int]*runner{}, metrics: newFleetMetrics()}
+	r := &fleetRouter{sup: s, owner: map[int]int{}, runners: map[int]*runner{}, metrics: newFleetMetrics(),
+		// Many calls in flight to each peer: keep that many connections.
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: fleetSlots / 8, IdleConnTimeout: time.Minute}}}
 	for _, rn := range s.runners {
 		r.runners[rn.cluster.ID] = rn
 		for _, id := range rn.cluster.Shards {

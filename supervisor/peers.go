@@ -31,7 +31,7 @@ type Peers struct {
 	// is one peer per address; this supervisor among them does no harm.
 	Addrs  []string
 	Secret secret.Token
-	Client *http.Client // nil: one with no timeout of its own (the call's deadline bounds it)
+	Client *http.Client // nil: one that keeps connections to each peer (the call's deadline bounds it)
 }
 
 // forwardPath is where a supervisor takes calls forwarded by its peers.
@@ -91,7 +91,7 @@ func (r *fleetRouter) forward(c *fleetCall, parts []*fleetPart, m *wire.FleetCal
 	body, _ := json.Marshal(req)
 	client := p.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = r.client
 	}
 	var (
 		mu      sync.Mutex
@@ -134,7 +134,11 @@ func (r *fleetRouter) forward(c *fleetCall, parts []*fleetPart, m *wire.FleetCal
 			a = guildA
 		}
 		if a == nil {
-			pt.deliver(wire.FleetUnavailable, truncateText(fmt.Sprintf("cluster %d: %s", pt.cluster, why)))
+			who := fmt.Sprintf("cluster %d", pt.cluster)
+			if guild != 0 {
+				who = fmt.Sprintf("the cluster of guild %d", guild)
+			}
+			pt.deliver(wire.FleetUnavailable, truncateText(who+": "+why))
 			continue
 		}
 		pt.deliverAs(a.Cluster, a.Code, a.Error, a.Data)

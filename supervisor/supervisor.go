@@ -164,6 +164,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.fleet.client.CloseIdleConnections() // to the peers
 	if first != nil {
 		return first
 	}
