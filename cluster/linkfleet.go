@@ -82,6 +82,12 @@ func (l *Link) fleetAnswered(a *wire.FleetAnswer) {
 // supervisor's going. Clusters that did not answer get an Answer with the
 // reason.
 func (l *Link) fleetCall(ctx context.Context, c *wire.FleetCall) ([]Answer, error) {
+	if !l.welcome.Fleet {
+		// An older supervisor (a rolling restart to a new binary runs new
+		// clusters under the old supervisor) would cut this cluster off.
+		return nil, &FleetError{Name: c.Name, ClusterID: -1, Code: wire.FleetUnavailable,
+			Message: "the supervisor does not route fleet calls: it is older than this cluster; restart it"}
+	}
 	c.ID = l.fleet.seq.Add(1)
 	w := &fleetWait{name: c.Name, of: -1, done: make(chan struct{})}
 	l.fleet.mu.Lock()

@@ -86,7 +86,7 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 
 // start sends the welcome and runs the reader and writer until close.
 func (ch *channel) start(token secret.Token) {
-	ch.send(&wire.Welcome{Token: token})
+	ch.send(&wire.Welcome{Token: token, Fleet: true})
 	context.AfterFunc(ch.ctx, ch.failFleet)
 	ch.wg.Add(2)
 	go func() { defer ch.wg.Done(); ch.writeLoop() }()

@@ -32,7 +32,7 @@ func sampleMessages(t testing.TB) []Message {
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	return append([]Message{
 		&Hello{ClusterID: 3, PID: 4242, ShardIDs: []int{15, 16, 17}, Build: "v1.0.0"},
-		&Welcome{Token: mustToken(t, "abc.def.ghi")},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
 			{ID: 16, State: ShardQueued, Since: at},
@@ -67,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		if w, ok := want.(*Welcome); ok {
 			g := got.(*Welcome)
-			if g.Token.Reveal() != w.Token.Reveal() {
+			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet {
 				t.Errorf("welcome round trip: got %+v", g)
 			}
 			continue
