@@ -132,8 +132,14 @@ func (fc *fleetChild) call(t *testing.T, m *wire.FleetCall) map[int]*wire.FleetA
 func (fc *fleetChild) collect(t *testing.T, id uint64) map[int]*wire.FleetAnswer {
 	t.Helper()
 	out := map[int]*wire.FleetAnswer{}
+	limit := time.After(10 * time.Minute) // of the fake clock: fail, not hang
 	for {
-		a := <-fc.answers
+		var a *wire.FleetAnswer
+		select {
+		case a = <-fc.answers:
+		case <-limit:
+			t.Fatalf("cluster %d: call %d: %d answers within 10 minutes (fake clock): %v", fc.cluster, id, len(out), out)
+		}
 		if a.ID != id {
 			t.Fatalf("answer to call %d while waiting for %d", a.ID, id)
 		}
@@ -142,6 +148,33 @@ func (fc *fleetChild) collect(t *testing.T, id uint64) map[int]*wire.FleetAnswer
 			return out
 		}
 	}
+}
+
+// waitStore waits (on the fake clock, at most ten minutes of it, so that
+// a condition that never comes fails instead of hanging) for cond on the
+// store's clusters.
+func waitStore(t *testing.T, s *Supervisor, what string, cond func() bool) {
+	t.Helper()
+	limit := time.After(10 * time.Minute)
+	for {
+		changed := s.Store().Changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-limit:
+			t.Fatalf("waiting for %s: not within 10 minutes (fake clock): %+v", what, s.Store().Snapshot())
+		}
+	}
+}
+
+// fleetReady reports whether cluster id's process is ready and takes
+// fleet requests.
+func fleetReady(s *Supervisor, id int) bool {
+	c, _ := s.Store().Cluster(id)
+	ch := s.runners[id].channel()
+	return c.Ready() && ch != nil && ch.fleet.ready.Load()
 }
 
 // startFleet runs a supervisor of n clusters of 2 shards on l, and waits
@@ -164,14 +197,7 @@ func startFleet(t *testing.T, l *fleetLauncher, n int) (*Supervisor, func()) {
 		if l.notReady[id] {
 			continue
 		}
-		for {
-			changed := s.Store().Changed()
-			c, _ := s.Store().Cluster(id)
-			if c.Ready() && s.runners[id].channel() != nil && s.runners[id].channel().fleet.ready.Load() {
-				break
-			}
-			<-changed
-		}
+		waitStore(t, s, fmt.Sprintf("cluster %d ready", id), func() bool { return fleetReady(s, id) })
 	}
 	return s, func() {
 		s.Stop()
@@ -231,13 +257,7 @@ func TestFleetUnavailableAtOnce(t *testing.T) {
 		s, stop := startFleet(t, l, 4)
 		defer stop()
 		l.child(1).end(Exit{Code: 1}) // restarted only after an hour
-		for {
-			changed := s.Store().Changed()
-			if c, _ := s.Store().Cluster(1); c.State == ClusterBackoff {
-				break
-			}
-			<-changed
-		}
+		waitStore(t, s, "cluster 1 in backoff", func() bool { c, _ := s.Store().Cluster(1); return c.State == ClusterBackoff })
 		start := time.Now()
 		all := l.child(0).call(t, &wire.FleetCall{ID: 1, Name: "echo", To: wire.ToAll, Timeout: 30 * time.Second})
 		if took := time.Since(start); took >= 30*time.Second {
@@ -374,15 +394,9 @@ func TestFleetReplyNeverAskedForIsAViolation(t *testing.T) {
 		s, stop := startFleet(t, l, 1)
 		defer stop()
 		l.child(0).conn.Write(&wire.FleetReply{ID: 1 << 40, Data: json.RawMessage(`1`)})
-		for {
-			changed := s.Store().Changed()
-			if c, _ := s.Store().Cluster(0); c.LastExit != nil {
-				if c.LastExit.Reason != ReasonProtocol {
-					t.Errorf("exit reason %s, want protocol", c.LastExit.Reason)
-				}
-				return
-			}
-			<-changed
+		waitStore(t, s, "cluster 0 cut off", func() bool { c, _ := s.Store().Cluster(0); return c.LastExit != nil })
+		if c, _ := s.Store().Cluster(0); c.LastExit.Reason != ReasonProtocol {
+			t.Errorf("exit reason %s, want protocol", c.LastExit.Reason)
 		}
 	})
 }
@@ -415,8 +429,9 @@ func TestFleetDuringRollingRestart(t *testing.T) {
 		l.hold = map[int]chan struct{}{1: hold}
 		l.mu.Unlock()
 		s.RollingRestart()
-		for l.child(1) == old {
-			synctest.Wait()
+		waitStore(t, s, "cluster 1's new process", func() bool { c, _ := s.Store().Cluster(1); return c.Generation == 2 })
+		if l.child(1) == old {
+			t.Fatal("generation 2 with the old process")
 		}
 		got := l.child(0).call(t, &wire.FleetCall{ID: 1, Name: "echo", To: wire.ToCluster, Cluster: 1, Timeout: 30 * time.Second})
 		if a := got[1]; a == nil || a.Code != wire.FleetUnavailable {
@@ -424,14 +439,7 @@ func TestFleetDuringRollingRestart(t *testing.T) {
 		}
 		// Its replacement becomes ready: calls reach it.
 		close(hold)
-		for {
-			changed := s.Store().Changed()
-			c, _ := s.Store().Cluster(1)
-			if ch := s.runners[1].channel(); c.Ready() && ch != nil && ch.fleet.ready.Load() {
-				break
-			}
-			<-changed
-		}
+		waitStore(t, s, "cluster 1's new process ready", func() bool { return fleetReady(s, 1) })
 		got = l.child(0).call(t, &wire.FleetCall{ID: 2, Name: "echo", To: wire.ToCluster, Cluster: 1, Timeout: 30 * time.Second})
 		if a := got[1]; a == nil || a.Code != wire.FleetOK {
 			t.Fatalf("cluster 1 once replaced and ready: %v", got)
