@@ -96,13 +96,15 @@ func runMode(args []string, bot *cluster.Bot, stdout, stderr io.Writer, getenv l
 		err = runHealthcheck(args, getenv)
 	case "ctl":
 		err = runCtl(args, stdout, getenv)
+	case "guild":
+		err = runGuild(args, stdout, getenv)
 	case "version":
 		v, g, d := buildinfo.Get()
 		fmt.Fprintf(stdout, "shardvisor %s (%s, discordgo %s)\n", v, g, d)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, healthcheck, ctl, version", mode))
+		err = configError(fmt.Errorf("unknown mode %q; modes: run, cluster, demo, identify-queue, status, guild, healthcheck, ctl, version", mode))
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "shardvisor %s: %v\n", mode, err)
@@ -121,6 +123,7 @@ Usage:
   shardvisor demo               everything against a built-in fake Discord: no token needed
   shardvisor identify-queue     only an identify queue, shared by supervisors on several machines
   shardvisor status [-addr A]   the supervisor's status as a table
+  shardvisor guild ID           which shard and cluster has a guild, and what it knows of it
   shardvisor healthcheck        exit 0 only when the supervisor is ready
   shardvisor ctl COMMAND        over the control socket: status, roll, restart CLUSTER
   shardvisor version

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +21,9 @@ import (
 // runDemo is a newcomer's first run: no token, no internet. A fake Discord
 // runs in this process with thousands of guilds; the real supervisor runs
 // real cluster processes against it. It shows the shards coming up per
-// cluster, sends /ping now and then and shows the replies, and stops
-// everything cleanly on Ctrl-C.
+// cluster, sends /ping now and then and shows the replies (and, when the
+// bot has them, /stats and /shard, answered through fleet calls between
+// the clusters), and stops everything cleanly on Ctrl-C.
 func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	guilds := fs.Int("guilds", 5000, "guilds in the fake Discord")
@@ -29,7 +31,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	perCluster := fs.Int("shards-per-cluster", 4, "shards per cluster process")
 	maxConc := fs.Int("max-concurrency", 4, "the fake Discord's identify concurrency")
 	interval := fs.Duration("identify-interval", 200*time.Millisecond, "the fake Discord's identify interval (Discord's is 5 s)")
-	pingEvery := fs.Duration("ping-every", 3*time.Second, "send /ping this often")
+	pingEvery := fs.Duration("ping-every", 3*time.Second, "send a command (/ping, /shard, /stats in turn) this often")
 	metricsAddr := fs.String("metrics-addr", DefaultMetricsAddr, "the supervisor's -metrics-addr (another free port is used if it is taken)")
 	verbose := fs.Bool("v", false, "show the supervisor's and the clusters' logs")
 	// The demo shows the defaults: it reads no SHARDVISOR_* variable, for
@@ -84,7 +86,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
 		wg.Add(1)
-		go func() { defer wg.Done(); showDemo(stdout, sup, fake, *pingEvery, stop) }()
+		go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
 	}
 	err = runSupervisorMode(runArgs, bot, env)
 	close(stop)
@@ -96,9 +98,22 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	return err
 }
 
-// showDemo prints each cluster's progress as it changes, then a /ping now
-// and then, until stop.
-func showDemo(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server, pingEvery time.Duration, stop <-chan struct{}) {
+// demoCommands are the commands the demo sends, in turn: those of /ping,
+// /shard and /stats the bot has.
+func demoCommands(bot *cluster.Bot) []string {
+	var out []string
+	for _, c := range []string{"ping", "shard", "stats"} {
+		if slices.Contains(bot.CommandNames(), c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// showDemo prints each cluster's progress as it changes; once every shard
+// is ready, the answers of each command once, then of one command in turn
+// every pingEvery, until stop.
+func showDemo(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server, cmds []string, pingEvery time.Duration, stop <-chan struct{}) {
 	start := time.Now()
 	store := sup.Store()
 	shown := map[int]string{}
@@ -106,6 +121,22 @@ func showDemo(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server,
 	ping := time.NewTicker(pingEvery)
 	defer ping.Stop()
 	guilds := fake.GuildIDs()
+	send := func(cmd string) {
+		guild := guilds[rand.IntN(len(guilds))]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rep, err := fake.Interact(ctx, discordtest.Interaction{GuildID: guild, Command: cmd})
+		cancel()
+		if err != nil {
+			fmt.Fprintf(w, "%7s  /%s in guild %s: no reply (%v)\n", since(start), cmd, guild, err)
+			return
+		}
+		content := fmt.Sprintf(" %q", rep.Content)
+		if strings.Contains(rep.Content, "\n") {
+			content = "\n           " + strings.ReplaceAll(rep.Content, "\n", "\n           ")
+		}
+		fmt.Fprintf(w, "%7s  /%s in guild %s, answered in %v:%s\n", since(start), cmd, guild, rep.Latency.Round(100*time.Microsecond), content)
+	}
+	next := 0
 	for {
 		changed := store.Changed()
 		snap := store.Snapshot()
@@ -122,26 +153,24 @@ func showDemo(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server,
 		}
 		if snap.Ready && !allReady {
 			allReady = true
-			fmt.Fprintf(w, "%7s  all %d shards ready in %d clusters, in %v; sending /ping every %v\n",
-				since(start), snap.Shards, len(snap.Clusters), time.Since(start).Round(time.Millisecond), pingEvery)
+			fmt.Fprintf(w, "%7s  all %d shards ready in %d clusters, in %v; sending /%s in turn every %v\n",
+				since(start), snap.Shards, len(snap.Clusters), time.Since(start).Round(time.Millisecond), strings.Join(cmds, ", /"), pingEvery)
+			if len(guilds) > 0 {
+				for _, c := range cmds {
+					send(c)
+				}
+			}
 		}
 		select {
 		case <-stop:
 			return
 		case <-changed:
 		case <-ping.C:
-			if !allReady || stopping || len(guilds) == 0 {
+			if !allReady || stopping || len(guilds) == 0 || len(cmds) == 0 {
 				continue
 			}
-			guild := guilds[rand.IntN(len(guilds))]
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			rep, err := fake.Interact(ctx, discordtest.Interaction{GuildID: guild, Command: "ping"})
-			cancel()
-			if err != nil {
-				fmt.Fprintf(w, "%7s  /ping in guild %s: no reply (%v)\n", since(start), guild, err)
-				continue
-			}
-			fmt.Fprintf(w, "%7s  /ping in guild %s: %q in %v\n", since(start), guild, rep.Content, rep.Latency.Round(100*time.Microsecond))
+			send(cmds[next%len(cmds)])
+			next++
 		}
 	}
 }

@@ -25,11 +25,16 @@ import (
 
 // The test binary is shardvisor too: with SHARDVISOR_TEST_MAIN=1 it runs
 // the command line (the supervisor, and the clusters it re-executes) with
-// the /ping bot, as cmd/shardvisor does.
+// the bot of cmd/shardvisor, plus the fleet requests and command of
+// fleet_test.go.
 func TestMain(m *testing.M) {
 	if os.Getenv("SHARDVISOR_TEST_MAIN") == "1" {
 		bot := cluster.NewBot()
 		bot.Command(cluster.Ping())
+		bot.Command(cluster.StatsCommand())
+		bot.Command(cluster.ShardCommand())
+		addFleetTestBot(bot)
+		addFleetBenchCommand(bot)
 		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)

@@ -48,6 +48,7 @@ type runFlags struct {
 	scrapeTimeout   time.Duration
 	reap            string
 	controlSocket   string
+	fleet           fleetFlags
 }
 
 // DefaultMetricsAddr is where the supervisor serves /metrics, /healthz,
@@ -59,6 +60,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	f.log.register(fs)
 	f.gateway.register(fs)
 	f.bot.register(fs)
+	f.fleet.register(fs)
 	fs.StringVar(&f.shards, "shards", "auto", "total shards, or auto for GET /gateway/bot's recommendation")
 	fs.IntVar(&f.perClust, "shards-per-cluster", 5, "shards per cluster process (or give -clusters)")
 	fs.IntVar(&f.clusters, "clusters", 0, "number of cluster processes, shards spread evenly (instead of -shards-per-cluster)")
@@ -252,6 +254,10 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	if cfg.reapAlways || (cfg.reapAuto && os.Getpid() == 1) {
 		c.reaper = supervisor.NewReaper(log.With("component", "reaper"))
 	}
+	peers, fleetSecret, err := f.fleet.load(env.getenv)
+	if err != nil {
+		return nil, err
+	}
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:            st.plan,
 		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
@@ -262,6 +268,8 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		Queue:           acquirer,
 		BudgetFactor:    factor,
 		QueueStats:      stats,
+		Peers:           peers,
+		FleetSecret:     fleetSecret,
 	}, log)
 	if err != nil {
 		return nil, configError(err)

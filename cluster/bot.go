@@ -21,12 +21,14 @@ import (
 //		bot.Command(&discordgo.ApplicationCommand{Name: "roll", Description: "Roll a die"},
 //			func(i *cluster.Interaction) error { return i.Reply(fmt.Sprint(rand.IntN(6) + 1)) })
 //		bot.Handle(func(s *discordgo.Session, m *discordgo.MessageCreate) { ... })
+//		bot.Serve("guild-count", func(ctx context.Context, c *cluster.Local, _ json.RawMessage) (any, error) { ... })
 //		cli.Main(bot)
 //	}
 type Bot struct {
 	commands []*discordgo.ApplicationCommand
 	funcs    map[string]CommandFunc
 	handlers []any
+	served   map[string]ServeFunc
 }
 
 // CommandFunc answers one slash command. An error is logged and counted;

@@ -127,6 +127,7 @@ type Cluster struct {
 	shards     []*shard
 	ctx        context.Context // for interactions; ends when Run stops its shards
 	change     chan struct{}
+	local      *Local
 }
 
 // New returns a cluster. A nil bot has no commands; a nil logger discards.
@@ -153,8 +154,15 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 		c.shards = append(c.shards, sh)
 		c.warnings.addShard(sh.s, id)
 	}
+	c.local = newLocal(c)
+	if cfg.Link != nil {
+		cfg.Link.fleet.local.Store(c.local) // it serves fleet requests from now on
+	}
 	return c, nil
 }
+
+// Local is the cluster's view of itself, its Fleet included.
+func (c *Cluster) Local() *Local { return c.local }
 
 // HTTPClient returns the client for Discord's REST API at base (nil:
 // Discord itself).
@@ -195,7 +203,7 @@ func reportGap(shards int) time.Duration {
 // wrapping ErrConnectHung when a connect hangs; the caller exits then (a hung
 // discordgo session cannot be closed).
 func (c *Cluster) Run(ctx context.Context) error {
-	shardCtx, stop := context.WithCancel(ctx)
+	shardCtx, stop := context.WithCancel(context.WithValue(ctx, localKey{}, c.local)) // for FleetFrom
 	defer stop()
 	c.ctx = shardCtx
 	errs := make(chan error, len(c.shards))

@@ -39,6 +39,8 @@ type Link struct {
 	mu      sync.Mutex
 	waiters map[uint64]*grantWaiter
 	wg      sync.WaitGroup
+
+	fleet linkFleet // fleet calls made and served (linkfleet.go)
 }
 
 type grantWaiter struct {
@@ -105,6 +107,11 @@ func (l *Link) Run(ctx context.Context) error {
 		case *wire.MetricsRequest:
 			l.wg.Add(1)
 			go func() { defer l.wg.Done(); l.answerMetrics(m.ID) }()
+		case *wire.FleetRequest:
+			l.wg.Add(1)
+			go func() { defer l.wg.Done(); l.serveFleet(ctx, m) }()
+		case *wire.FleetAnswer:
+			l.fleetAnswered(m)
 		default:
 			l.log.Warn("unexpected message from supervisor", "type", m.Type().String())
 		}

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"maps"
 	"net/url"
 	"os"
@@ -148,10 +149,25 @@ func startLiveBot(t *testing.T, bins harness.Binaries, shards int, queue *member
 	if err := os.WriteFile(tokenFile, []byte(liveToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	fleetSecretFile := filepath.Join(dir, "fleet-secret")
+	if err := os.WriteFile(fleetSecretFile, []byte("live-fleet-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	b := &liveBot{fake: fake, addrs: map[string]string{}, procs: map[string]*harness.Proc{}}
+	var peers []string
+	for _, m := range supervisors {
+		b.addrs[m.name] = harness.FreeAddr(t)
+		peers = append(peers, b.addrs[m.name])
+	}
 	common := func(m member) member {
 		m = m.setFlag("api-url", fake.URL)
 		m = m.setFlag("token-file", tokenFile)
+		if m.flag("fleet-peers") != "" { // the services' names, on loopback here
+			m = m.setFlag("fleet-peers", strings.Join(peers, ","))
+		}
+		if m.flag("fleet-secret-file") != "" {
+			m = m.setFlag("fleet-secret-file", fleetSecretFile)
+		}
 		return m.setFlag("identify-interval", liveOurInterval.String())
 	}
 	queueURL := ""
@@ -173,7 +189,6 @@ func startLiveBot(t *testing.T, bins harness.Binaries, shards int, queue *member
 		if queueURL != "" || m.flag("identify-queue-url") != "" {
 			m = m.setFlag("identify-queue-url", queueURL)
 		}
-		b.addrs[m.name] = harness.FreeAddr(t)
 		m = m.setFlag("metrics-addr", b.addrs[m.name])
 		b.start(t, bins.Shardvisor, m)
 		b.members = append(b.members, m)
@@ -247,6 +262,23 @@ func (b *liveBot) check(t *testing.T, p plan) {
 		t.Errorf("pacing across every member: %v", err)
 	}
 	t.Logf("%d members run %d shards; %d IDENTIFYs, none too soon for its bucket", len(b.members), len(owner), len(r.Identifies))
+	// Fleet calls reach every cluster of the plan from every member: its
+	// own, and its peers' through the supervisors' forwarding.
+	for _, m := range b.members {
+		var fs supervisor.FleetStats
+		ctx, cancel := harness.Deadline()
+		err := harness.GetJSON(ctx, harness.Net{}.Client(), "http://"+b.addrs[m.name]+"/fleet/stats", &fs)
+		cancel()
+		if err != nil || fs.Answered != p.clusters || fs.Guilds != 10*p.shards {
+			var missing []string
+			for _, c := range fs.Clusters {
+				if c.Code != "" {
+					missing = append(missing, fmt.Sprintf("cluster %d: %s: %s", c.ClusterID, c.Code, c.Error))
+				}
+			}
+			t.Errorf("%s: /fleet/stats: %d of %d clusters answered, %d guilds of %d (%v); %s", m.name, fs.Answered, p.clusters, fs.Guilds, 10*p.shards, err, strings.Join(missing, "; "))
+		}
+	}
 }
 
 // stop sends SIGTERM to every process and checks each exits 0.

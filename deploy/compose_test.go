@@ -28,7 +28,7 @@ func loadCompose(t *testing.T, profiles ...string) *types.Project {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	for name, data := range map[string][]byte{"compose.yaml": b, "discord-token": []byte("stand-in\n")} {
+	for name, data := range map[string][]byte{"compose.yaml": b, "discord-token": []byte("stand-in\n"), "fleet-secret": []byte("stand-in\n")} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -91,8 +91,20 @@ func TestCompose(t *testing.T) {
 				t.Errorf("%s: image %q, want the published ghcr.io/shardvisor/shardvisor", s.Name, s.Image)
 			}
 			m := composeMember(t, img, s)
-			if len(s.Secrets) != 1 || m.flag("token-file") != "/run/secrets/"+s.Secrets[0].Source {
+			files := map[string]bool{}
+			for _, sec := range s.Secrets {
+				files["/run/secrets/"+sec.Source] = true
+			}
+			if !files[m.flag("token-file")] {
 				t.Errorf("%s: secrets %v, SHARDVISOR_TOKEN_FILE %q: want the token from the secret's file", s.Name, s.Secrets, m.flag("token-file"))
+			}
+			for f := range files {
+				if f != m.flag("token-file") && f != m.flag("fleet-secret-file") {
+					t.Errorf("%s: secret %s mounted, and neither the token nor the fleet secret", s.Name, f)
+				}
+			}
+			if f := m.flag("fleet-secret-file"); f != "" && !files[f] {
+				t.Errorf("%s: SHARDVISOR_FLEET_SECRET_FILE %q is not a secret's file", s.Name, f)
 			}
 			for k := range s.Environment {
 				if k == "DISCORD_TOKEN" {
@@ -143,6 +155,17 @@ func TestCompose(t *testing.T) {
 		}
 		seen[id] = m.name
 		checkQueueURL(t, m, "identify-queue", splitQueue.flag("listen"))
+		// Every container forwards fleet calls to every cluster's, with
+		// the secret.
+		peers := strings.Split(m.flag("fleet-peers"), ",")
+		for _, other := range split.Services {
+			if strings.HasPrefix(other.Name, "cluster-") && !slices.Contains(peers, other.Name+":9851") {
+				t.Errorf("%s: -fleet-peers %q lacks %s:9851", m.name, m.flag("fleet-peers"), other.Name)
+			}
+		}
+		if m.flag("fleet-secret-file") == "" {
+			t.Errorf("%s: fleet peers without the fleet secret", m.name)
+		}
 		if s := split.Services[m.name]; s.DependsOn == nil || s.DependsOn["identify-queue"].Condition == "" {
 			t.Errorf("%s does not depend on identify-queue", m.name)
 		}

@@ -296,6 +296,15 @@ func TestPrometheus(t *testing.T) {
 		return s.Clusters[0].Generation > victim.Generation && s.Ready
 	})
 	b.ping(t, shards)
+	// Fleet calls, through the supervisor's HTTP API: each a broadcast
+	// that every cluster answers.
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		if _, err := httpGet(ctx, b.client, "http://"+b.addr+"/fleet/stats"); err != nil {
+			t.Fatalf("GET /fleet/stats: %v", err)
+		}
+		cancel()
+	}
 
 	// Prometheus has loaded every rule and evaluated it without an error.
 	var rules []rule

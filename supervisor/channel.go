@@ -59,6 +59,8 @@ type channel struct {
 	tokenTime time.Time
 	rate      float64
 	burst     float64
+
+	fleet chanFleet // fleet calls made and answered (fleet.go)
 }
 
 func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logger *slog.Logger) *channel {
@@ -67,7 +69,7 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 		cluster: c, shards: map[int]bool{}, conn: wire.NewConn(nc, channelWriteLimit),
 		queue: q, store: store, log: logger,
 		ctx: ctx, cancel: cancel,
-		out:      make(chan wire.Message, outQueue),
+		out:      make(chan wire.Message, outQueue+fleetQueue),
 		broken:   make(chan error, 1),
 		readDone: make(chan struct{}),
 		leases:   map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
@@ -84,7 +86,8 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 
 // start sends the welcome and runs the reader and writer until close.
 func (ch *channel) start(token secret.Token) {
-	ch.send(&wire.Welcome{Token: token})
+	ch.send(&wire.Welcome{Token: token, Fleet: true})
+	context.AfterFunc(ch.ctx, ch.failFleet)
 	ch.wg.Add(2)
 	go func() { defer ch.wg.Done(); ch.writeLoop() }()
 	go func() { defer ch.wg.Done(); ch.readLoop() }()
@@ -173,6 +176,14 @@ func (ch *channel) allow(now time.Time) bool {
 }
 
 func (ch *channel) handle(m wire.Message) error {
+	// Fleet calls are bounded by the calls in flight, not by the flood
+	// limit: a busy bot makes thousands a second.
+	switch m := m.(type) {
+	case *wire.FleetCall:
+		return ch.fleetCall(m)
+	case *wire.FleetReply:
+		return ch.fleetReply(m)
+	}
 	now := time.Now()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -199,6 +210,7 @@ func (ch *channel) handle(m wire.Message) error {
 			}
 		}
 		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
+		ch.noteReady()
 	case *wire.IdentifyRequest:
 		if !ch.shards[m.Shard] {
 			return fmt.Errorf("identify request for shard %d, not one of this cluster's", m.Shard)

@@ -15,6 +15,9 @@ const healthWithin = 10 * time.Second
 //	/readyz   200 when every cluster is ready, else 503 (readiness)
 //	/status   the whole status as JSON (what `shardvisor status` shows)
 //	/         the live status page (page.go), which reads /status
+//	/fleet/stats        every cluster's stats, through a fleet call (fleethttp.go)
+//	/fleet/guilds/{id}  a guild's shard and cluster, and what that cluster has of it
+//	POST /fleet/forward fleet calls from peer supervisors, with the fleet secret
 //
 // and metrics, if not nil, at /metrics.
 func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
@@ -41,6 +44,7 @@ func (s *Supervisor) Handler(metrics http.Handler) http.Handler {
 		enc.Encode(s.Snapshot())
 	})
 	s.pageRoutes(mux)
+	s.fleetRoutes(mux)
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}

@@ -78,6 +78,7 @@ func b2f(b bool) float64 {
 // no cluster_id).
 func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(statusCollector{store: s.store}, metrics.NewProcesses(s.pids))
+	s.fleet.metrics.register(reg)
 }
 
 // pids returns the pid of every cluster whose process runs, by cluster id.

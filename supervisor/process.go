@@ -17,11 +17,12 @@ import (
 
 // scrubbedEnv lists what a child must not inherit: systemd's notify and
 // watchdog (only the supervisor talks to systemd), socket activation, the
-// token (the child gets it over its channel) and the identity of another
-// cluster.
+// token (the child gets it over its channel), the fleet secret and the
+// identity of another cluster.
 var scrubbedEnv = []string{
 	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
 	"DISCORD_TOKEN", "CREDENTIALS_DIRECTORY",
+	"SHARDVISOR_FLEET_SECRET", // the supervisors' shared secret: clusters never need it
 	wire.EnvClusterID, wire.EnvShardIDs, wire.EnvShardCount, wire.EnvChannelFD,
 }
 

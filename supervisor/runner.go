@@ -136,6 +136,7 @@ func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 		return exit, nil, err
 	}
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
+	ch.fleet.router = r.sup.fleet
 	ch.start(r.sup.cfg.Token)
 	r.setChannel(ch)
 	pid := proc.PID()
@@ -185,12 +186,14 @@ func (r *runner) supervise(proc Process, ch *channel, exited <-chan Exit) Exit {
 			}
 		case <-r.roll:
 			r.log.Info("rolling restart: stopping cluster process", "pid", proc.PID())
+			ch.retire()
 			e := r.stop(proc, exited, time.After(cfg.ShutdownTimeout))
 			if !r.sup.isStopping() {
 				e.Reason = ReasonRolling
 			}
 			return e
 		case <-r.sup.stopping:
+			ch.retire()
 			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopping })
 			e := r.stop(proc, exited, nil)
 			if e.Signal != 0 || e.Code != 0 {

@@ -37,6 +37,12 @@ type Config struct {
 	BudgetFactor func() float64
 	// QueueStats, if set, is the local identify queue's state, for /status.
 	QueueStats func() identify.Stats
+	// Peers, if set, are the supervisors that run the plan's other
+	// clusters: fleet calls for those are forwarded to them (peers.go).
+	Peers *Peers
+	// FleetSecret, if set, lets peers forward fleet calls to this
+	// supervisor (POST /fleet/forward); without it they are refused.
+	FleetSecret secret.Token
 }
 
 func (c *Config) validate() error {
@@ -89,6 +95,7 @@ type Supervisor struct {
 	log     *slog.Logger
 	store   *Store
 	runners []*runner
+	fleet   *fleetRouter
 
 	stopOnce  sync.Once
 	stopping  chan struct{} // closed when a graceful stop begins
@@ -113,6 +120,7 @@ func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
 	for _, c := range cfg.Plan.Clusters {
 		s.runners = append(s.runners, newRunner(s, c))
 	}
+	s.fleet = newFleetRouter(s)
 	s.tick.Store(time.Now().UnixNano())
 	return s, nil
 }
@@ -159,6 +167,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.fleet.client.CloseIdleConnections() // to the peers
 	if first != nil {
 		return first
 	}

@@ -1,5 +1,6 @@
 // Command shardvisor runs a sharded Discord bot as supervised cluster
-// processes; this build's bot answers /ping. See the README, or
+// processes; this build's bot answers /ping, and /stats and /shard through
+// fleet calls between its clusters. See the README, or
 // `shardvisor help`.
 package main
 
@@ -11,5 +12,7 @@ import (
 func main() {
 	bot := cluster.NewBot()
 	bot.Command(cluster.Ping())
+	bot.Command(cluster.StatsCommand())
+	bot.Command(cluster.ShardCommand())
 	cli.Main(bot)
 }

@@ -41,11 +41,21 @@ const (
 	TypeFatal           Type = 9 // [C→P] a fatal gateway close: the child exits 78 next
 )
 
+// Fleet call message types (fleet.go).
+const (
+	TypeFleetCall    Type = 10 // [C→P] route a named request to one or every cluster
+	TypeFleetRequest Type = 11 // [P→C] a cluster's part of a fleet call
+	TypeFleetReply   Type = 12 // [C→P] its answer
+	TypeFleetAnswer  Type = 13 // [P→C] one cluster's answer, to the caller
+)
+
 var typeNames = [...]string{
 	TypeHello: "hello", TypeWelcome: "welcome", TypeStatus: "status",
 	TypeIdentifyRequest: "identify-request", TypeIdentifyGrant: "identify-grant",
 	TypeIdentifyDone: "identify-done", TypeMetricsRequest: "metrics-request",
 	TypeMetrics: "metrics", TypeFatal: "fatal",
+	TypeFleetCall: "fleet-call", TypeFleetRequest: "fleet-request",
+	TypeFleetReply: "fleet-reply", TypeFleetAnswer: "fleet-answer",
 }
 
 func (t Type) String() string {
@@ -73,6 +83,10 @@ func MaxPayload(t Type) int {
 		return MaxStatus
 	case TypeMetrics:
 		return MaxMetrics
+	case TypeFleetCall, TypeFleetRequest:
+		return MaxFleetRequestData + maxFleetEnvelope
+	case TypeFleetReply, TypeFleetAnswer:
+		return MaxFleetAnswerData + maxFleetEnvelope
 	}
 	return 0
 }

@@ -36,6 +36,10 @@ type Hello struct {
 // not take from its environment.
 type Welcome struct {
 	Token secret.Token `json:"-"`
+	// Fleet says the supervisor routes fleet calls (fleet.go): a cluster
+	// must not send them to one that does not, an older version that
+	// would take them for a protocol violation.
+	Fleet bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -174,10 +178,11 @@ func (m *Welcome) Validate() error {
 // welcomeWire is Welcome as it travels: the only place the token is revealed.
 type welcomeWire struct {
 	Token string `json:"token"`
+	Fleet bool   `json:"fleet,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
-	return json.Marshal(welcomeWire{Token: m.Token.Reveal()})
+	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -185,7 +190,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	m.Token = secret.Token{}
+	m.Token, m.Fleet = secret.Token{}, w.Fleet
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -257,7 +262,7 @@ func newMessage(t Type) Message {
 	case TypeFatal:
 		return new(Fatal)
 	}
-	return nil
+	return newFleetMessage(t)
 }
 
 // Decode turns a frame's payload into its message and validates it. Every

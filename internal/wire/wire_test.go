@@ -30,9 +30,9 @@ func mustToken(t testing.TB, v string) secret.Token {
 // sampleMessages is one valid message of each type; also the fuzz seeds.
 func sampleMessages(t testing.TB) []Message {
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	return []Message{
+	return append([]Message{
 		&Hello{ClusterID: 3, PID: 4242, ShardIDs: []int{15, 16, 17}, Build: "v1.0.0"},
-		&Welcome{Token: mustToken(t, "abc.def.ghi")},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
 			{ID: 16, State: ShardQueued, Since: at},
@@ -43,7 +43,7 @@ func sampleMessages(t testing.TB) []Message {
 		&MetricsRequest{ID: 99},
 		&Metrics{ID: 99, Data: []byte{1, 2, 3}},
 		&Fatal{Shard: 15, Code: 4014, Reason: "disallowed intents"},
-	}
+	}, fleetSamples()...)
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -67,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		if w, ok := want.(*Welcome); ok {
 			g := got.(*Welcome)
-			if g.Token.Reveal() != w.Token.Reveal() {
+			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet {
 				t.Errorf("welcome round trip: got %+v", g)
 			}
 			continue
