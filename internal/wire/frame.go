@@ -39,6 +39,11 @@ const (
 	TypeMetricsRequest  Type = 7 // [P→C] send your metrics
 	TypeMetrics         Type = 8 // [C→P] metrics (binary payload)
 	TypeFatal           Type = 9 // [C→P] a fatal gateway close: the child exits 78 next
+	// The handoff of a rolling restart (handoff.go).
+	TypeHandoffRequest Type = 10 // [P→C] freeze your shards and hand them over
+	TypeHandoffShard   Type = 11 // [C→P→C] one shard's session and a chunk of its State
+	TypeHandoffEnd     Type = 12 // [C→P→C] every shard handed over, or why not
+	TypeHandoffAbort   Type = 13 // [P→C] the replacement failed: resume your own sessions
 )
 
 var typeNames = [...]string{
@@ -46,6 +51,8 @@ var typeNames = [...]string{
 	TypeIdentifyRequest: "identify-request", TypeIdentifyGrant: "identify-grant",
 	TypeIdentifyDone: "identify-done", TypeMetricsRequest: "metrics-request",
 	TypeMetrics: "metrics", TypeFatal: "fatal",
+	TypeHandoffRequest: "handoff-request", TypeHandoffShard: "handoff-shard",
+	TypeHandoffEnd: "handoff-end", TypeHandoffAbort: "handoff-abort",
 }
 
 func (t Type) String() string {
@@ -67,8 +74,11 @@ const (
 func MaxPayload(t Type) int {
 	switch t {
 	case TypeHello, TypeWelcome, TypeIdentifyRequest, TypeIdentifyGrant,
-		TypeIdentifyDone, TypeMetricsRequest, TypeFatal:
+		TypeIdentifyDone, TypeMetricsRequest, TypeFatal,
+		TypeHandoffRequest, TypeHandoffEnd, TypeHandoffAbort:
 		return MaxSmall
+	case TypeHandoffShard:
+		return MaxHandoff
 	case TypeStatus:
 		return MaxStatus
 	case TypeMetrics:

@@ -30,12 +30,19 @@ type Hello struct {
 	PID       int    `json:"pid"`
 	ShardIDs  []int  `json:"shard_ids"`
 	Build     string `json:"build,omitempty"` // the child binary's version
+	// Handoff says that the child takes part in a rolling restart's
+	// handoff (handoff.go): it can hand its shards over, and it waited for
+	// them if its Welcome said Handoff.
+	Handoff bool `json:"handoff,omitempty"`
 }
 
 // Welcome is the supervisor's first message: what the child needs and must
 // not take from its environment.
 type Welcome struct {
 	Token secret.Token `json:"-"`
+	// Handoff tells a replacement to connect no shard before the handoff
+	// of its predecessor ends (HandoffEnd), and to RESUME those handed over.
+	Handoff bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -173,11 +180,12 @@ func (m *Welcome) Validate() error {
 
 // welcomeWire is Welcome as it travels: the only place the token is revealed.
 type welcomeWire struct {
-	Token string `json:"token"`
+	Token   string `json:"token"`
+	Handoff bool   `json:"handoff,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
-	return json.Marshal(welcomeWire{Token: m.Token.Reveal()})
+	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Handoff: m.Handoff})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -185,7 +193,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	m.Token = secret.Token{}
+	m.Token, m.Handoff = secret.Token{}, w.Handoff
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -256,6 +264,14 @@ func newMessage(t Type) Message {
 		return new(Metrics)
 	case TypeFatal:
 		return new(Fatal)
+	case TypeHandoffRequest:
+		return new(HandoffRequest)
+	case TypeHandoffShard:
+		return new(HandoffShard)
+	case TypeHandoffEnd:
+		return new(HandoffEnd)
+	case TypeHandoffAbort:
+		return new(HandoffAbort)
 	}
 	return nil
 }
