@@ -257,6 +257,7 @@ func (s *Server) detachLocked(c *conn, end bool, at time.Time, code int, by Clos
 	ss.mu.Lock()
 	if ss.conn == c {
 		ss.conn = nil
+		ss.detached = at
 	}
 	if end {
 		ss.ended = true

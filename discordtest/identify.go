@@ -339,6 +339,7 @@ func (c *conn) resume(raw json.RawMessage, at time.Time) {
 		return
 	}
 	ss.conn, c.sess, c.live = c, ss, true
+	ss.detached = time.Time{}
 	rr.Outcome, rr.Replayed = OutcomeResumed, len(frames)
 	s.rec.resume(rr)
 	s.rec.session(ss.id, func(sr *SessionRecord) {
