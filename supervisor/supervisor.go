@@ -233,8 +233,17 @@ func (s *Supervisor) RollingRestart() {
 // rollOne restarts one cluster and waits until its new process is ready.
 func (s *Supervisor) rollOne(r *runner) error {
 	before, _ := s.store.Cluster(r.cluster.ID)
+	reply := make(chan error, 1)
 	select {
-	case r.roll <- struct{}{}:
+	case r.roll <- reply:
+	case <-s.stopping:
+		return errors.New("supervisor stopping")
+	}
+	select {
+	case err := <-reply:
+		if err != nil {
+			return err
+		}
 	case <-s.stopping:
 		return errors.New("supervisor stopping")
 	}
