@@ -241,3 +241,36 @@ func TestLoadGoesOnWhileDetached(t *testing.T) {
 		t.Errorf("session starts used %d", r.Starts.Used)
 	}
 }
+
+// RefuseResumes: the next RESUME is answered op 9 d:false and its session
+// ended, so that no later RESUME takes it either.
+func TestRefuseResumes(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 1, IdentifyInterval: 1})
+	a := dialRaw(t, srv, "")
+	sid, _ := a.identify(srv, 0, 1)
+	a.ws.Close()
+	waitFor(t, srv, "the session detached", func(r Record) bool {
+		ss, ok := r.Session(sid)
+		return ok && !ss.Alive() && ss.Resumable
+	})
+	srv.RefuseResumes(1)
+	for i := range 2 {
+		b := dialRaw(t, srv, "")
+		b.send(map[string]any{"op": 6, "d": map[string]any{"token": "Bot " + srv.Token(), "session_id": sid, "seq": 1}})
+		for {
+			p := b.read()
+			if p.Op == 9 {
+				break
+			}
+			if p.Op == 0 {
+				t.Fatalf("RESUME %d: got %s, want op 9", i, p.T)
+			}
+		}
+		b.ws.Close()
+	}
+	r := srv.Record()
+	if ss, _ := r.Session(sid); ss.Resumable || len(r.Resumes) != 2 || r.Resumes[0].Outcome != OutcomeInvalidSession {
+		t.Errorf("session %+v, resumes %+v", ss, r.Resumes)
+	}
+}

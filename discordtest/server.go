@@ -125,6 +125,7 @@ type Server struct {
 	zombie         map[int]bool
 	reconnectReady map[int]int   // shard → IDENTIFYs to answer with op 7
 	invalidGuilds  map[int][]int // shard → GUILD_CREATE counts after which sessions get op 9
+	refuseResumes  int           // RESUMEs still to answer op 9 (RefuseResumes)
 	helloDelay     time.Duration
 	failStatus     int
 	failLeft       int
