@@ -143,6 +143,13 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer) error {
 // lower levels print the IDENTIFY payload, token included).
 func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a ...any) {
 	return func(msgL, _ int, format string, a ...any) {
+		// After a RESUME, discordgo warns of any first frame but READY and
+		// RESUMED, dumping it whole: a replayed event, as every RESUME
+		// after a gap (a handoff's included) starts with. Not news, and
+		// the dump holds message content.
+		if strings.HasPrefix(format, "Expected READY/RESUMED") {
+			return
+		}
 		level := slog.LevelWarn
 		if msgL == discordgo.LogError {
 			level = slog.LevelError

@@ -44,6 +44,7 @@ type shardHandoff struct {
 	frozen   bool          // no connection, no close: the session may be handed over
 	thawed   chan struct{} // closed by thaw; set while frozen
 	restored bool          // the session came from a handoff and has not RESUMED yet
+	resume   bool          // thawed: the connection's end was the freeze, not a failure
 }
 
 // handedShard is one shard as it arrived from the old process.
@@ -109,12 +110,6 @@ func resumeGatewayURL(raw json.RawMessage) string {
 	return r.URL
 }
 
-func (sh *shard) isFrozen() bool {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.handoff.frozen
-}
-
 // waitThaw returns at once unless the shard is frozen; then it waits for
 // thaw (true) or ctx (false).
 func (sh *shard) waitThaw(ctx context.Context) bool {
@@ -126,6 +121,9 @@ func (sh *shard) waitThaw(ctx context.Context) bool {
 	}
 	select {
 	case <-thawed:
+		sh.mu.Lock()
+		sh.handoff.resume = false // this wait was the freeze's end
+		sh.mu.Unlock()
 		return true
 	case <-ctx.Done():
 		return false
@@ -182,9 +180,20 @@ func (sh *shard) thaw() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.handoff.frozen {
-		sh.handoff.frozen = false
+		sh.handoff.frozen, sh.handoff.resume = false, true
 		close(sh.handoff.thawed)
 	}
+}
+
+// frozenOrThawed reports whether the last connection ended by a freeze: the
+// shard is still frozen, or thawed since (then it resumes at once, without
+// the reconnect delay).
+func (sh *shard) frozenOrThawed() bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	thawed := sh.handoff.resume
+	sh.handoff.resume = false
+	return sh.handoff.frozen || thawed
 }
 
 // snapshot gob-encodes the State, read under its lock.

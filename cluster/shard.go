@@ -205,8 +205,8 @@ func (sh *shard) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if sh.isFrozen() {
-			continue // the freeze ended the connection: wait for thaw
+		if sh.frozenOrThawed() {
+			continue // the freeze ended the connection: wait for thaw, or resume now
 		}
 		if f := fatalClose(sh.id, err, sh.closeCode()); f != nil {
 			return f
