@@ -176,7 +176,7 @@ func (r *runner) supervise(g *generation) (Exit, *generation) {
 				return e, nil
 			}
 		case reply := <-r.roll:
-			if ch.canHandoff() {
+			if !cfg.NoHandoff && ch.canHandoff() {
 				next, err := r.handoff(g)
 				reply <- err
 				if next != nil {

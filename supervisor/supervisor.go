@@ -31,6 +31,9 @@ type Config struct {
 	Token secret.Token
 	// Queue paces every child's IDENTIFYs.
 	Queue identify.Acquirer
+	// NoHandoff makes a rolling restart stop each process (its sessions
+	// close) before it starts the new one, as before handoffs existed.
+	NoHandoff bool
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
