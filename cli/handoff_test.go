@@ -50,10 +50,37 @@ func TestRollingRestartHandsOff(t *testing.T) {
 		}
 	}
 
-	// 1. Every session and State handed over.
+	// 1. Every session and State handed over, while /ping is asked on a
+	// shard of each cluster, one after the other: each answered once.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pings := make(chan int, 2)
+	for _, shard := range []int{0, 7} {
+		go func() {
+			n := 0
+			defer func() { pings <- n }()
+			for ctx.Err() == nil {
+				ictx, icancel := context.WithTimeout(context.Background(), patience)
+				rep, err := fake.Interact(ictx, discordtest.Interaction{GuildID: fake.GuildIDsOf(shard, 8)[1], Command: "ping"})
+				icancel()
+				if err != nil || rep.Content != "Pong!" {
+					t.Errorf("/ping on shard %d during the roll: %+v, %v", shard, rep, err)
+					return
+				}
+				n++
+			}
+		}()
+	}
 	p.signal(t, syscall.SIGHUP)
 	snap1 := p.until(t, "the first rolling restart", rolled(1))
+	cancel()
+	t.Logf("/ping answered %d and %d times during the roll", <-pings, <-pings)
 	r1 := fake.Record()
+	for _, ir := range r1.Interactions {
+		if ir.Command == "ping" && len(ir.Replies) != 1 {
+			t.Errorf("interaction on shard %d answered %d times", ir.Shard, len(ir.Replies))
+		}
+	}
 	resumes := checkRoll(t, "first roll", r0, r1, 0)
 	for _, rr := range resumes {
 		if rr.Outcome != discordtest.OutcomeResumed {
