@@ -154,6 +154,13 @@ func discordgoLogger(log *slog.Logger) func(msgL, caller int, format string, a .
 		if msgL == discordgo.LogError {
 			level = slog.LevelError
 		}
-		log.Log(context.Background(), level, "discordgo: "+strings.TrimSpace(fmt.Sprintf(format, a...)))
+		msg := strings.TrimSpace(fmt.Sprintf(format, a...))
+		// A read from a socket closed under discordgo while it still
+		// held it: only a handoff's freeze does that (discordgo's own
+		// closes let go of the socket first), and it is logged as such.
+		if strings.HasPrefix(format, "error reading from gateway") && strings.Contains(msg, "use of closed network connection") {
+			level = slog.LevelDebug
+		}
+		log.Log(context.Background(), level, "discordgo: "+msg)
 	}
 }
