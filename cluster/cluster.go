@@ -123,6 +123,7 @@ type Cluster struct {
 	handoffMetrics *handoffMetrics
 	running        atomic.Bool // Run has started the shards
 	frozen         atomic.Bool // the shards were frozen for a handoff
+	handoffMu      sync.Mutex  // a freeze, or a thaw
 }
 
 // New returns a cluster. A nil bot has no commands; a nil logger discards.

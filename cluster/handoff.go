@@ -340,9 +340,15 @@ func (sh *shard) resumedLocked() {
 // State to the supervisor, then HandoffEnd. It is the old process's answer
 // to HandoffRequest.
 func (c *Cluster) handOver() {
+	c.handoffMu.Lock()
+	defer c.handoffMu.Unlock()
 	l := c.cfg.Link
-	if !c.running.Load() {
+	switch {
+	case !c.running.Load():
 		l.send(&wire.HandoffEnd{Reason: "the cluster is not running its shards"})
+		return
+	case c.fieldsErr != nil: // nothing frozen: the supervisor stops this process as before
+		l.send(&wire.HandoffEnd{Reason: FallbackUnsupported})
 		return
 	}
 	c.frozen.Store(true)
@@ -394,6 +400,8 @@ func sendChunks(l *Link, m *wire.HandoffShard) {
 // thawAll is the answer to HandoffAbort: every shard resumes its own
 // session and the process goes on serving.
 func (c *Cluster) thawAll(reason string) {
+	c.handoffMu.Lock() // after the freeze, if it is still under way
+	defer c.handoffMu.Unlock()
 	c.log.Warn("handoff aborted; resuming this process's own sessions", "reason", reason)
 	c.frozen.Store(false)
 	for _, sh := range c.shards {

@@ -130,7 +130,8 @@ func (l *Link) Run(ctx context.Context) error {
 			go func() { defer l.wg.Done(); l.party.handOver() }()
 		case *wire.HandoffAbort:
 			if l.party != nil {
-				l.party.thawAll(m.Reason)
+				l.wg.Add(1)
+				go func() { defer l.wg.Done(); l.party.thawAll(m.Reason) }()
 			}
 		case *wire.HandoffShard:
 			if l.inbox == nil {

@@ -95,10 +95,17 @@ func (ch *channel) release() {
 // replacement, waiting for room in its queue: the old child's reader waits
 // meanwhile, which paces it. A handoff nobody asked for breaks the protocol.
 func (ch *channel) relay(m wire.Message) error {
+	_, end := m.(*wire.HandoffEnd)
 	ch.mu.Lock()
-	to := ch.relayTo
+	to, dropping := ch.relayTo, ch.dropping
+	if dropping && end {
+		ch.dropping = false
+	}
 	ch.mu.Unlock()
-	if to == nil {
+	switch {
+	case dropping:
+		return nil // the rest of an aborted handoff
+	case to == nil:
 		return fmt.Errorf("%s nobody asked for", m.Type())
 	}
 	select {
@@ -106,12 +113,12 @@ func (ch *channel) relay(m wire.Message) error {
 	case <-to.ctx.Done(): // the replacement is gone: the runner sees it
 	case <-ch.ctx.Done():
 	}
-	if end, ok := m.(*wire.HandoffEnd); ok {
+	if end {
 		ch.mu.Lock()
 		ch.relayTo = nil
 		ch.mu.Unlock()
 		select {
-		case ch.handedEnd <- end:
+		case ch.handedEnd <- m.(*wire.HandoffEnd):
 		default:
 		}
 	}
@@ -165,7 +172,9 @@ func (r *runner) handoff(old *generation) (*generation, error) {
 	abort := func(why string) error { // the replacement first: never two live sessions of a shard
 		err := fail(why)
 		old.ch.mu.Lock()
-		old.ch.relayTo = nil
+		if old.ch.relayTo != nil { // its HandoffEnd is still to come
+			old.ch.relayTo, old.ch.dropping = nil, true
+		}
 		old.ch.mu.Unlock()
 		old.ch.send(&wire.HandoffAbort{Reason: why})
 		old.ch.unmute()
