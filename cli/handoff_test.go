@@ -82,9 +82,16 @@ func TestRollingRestartHandsOff(t *testing.T) {
 		}
 	}
 	resumes := checkRoll(t, "first roll", r0, r1, 0)
+	paths := map[uint64]string{}
+	for _, c := range r1.Connections {
+		paths[c.ID] = c.Path
+	}
 	for _, rr := range resumes {
 		if rr.Outcome != discordtest.OutcomeResumed {
 			t.Errorf("first roll: shard %d's RESUME: %s", rr.Shard, rr.Outcome)
+		}
+		if paths[rr.Conn] != discordtest.ResumePath {
+			t.Errorf("first roll: shard %d resumed at %s, not at READY's resume_gateway_url", rr.Shard, paths[rr.Conn])
 		}
 	}
 	if len(resumes) != 8 {

@@ -36,7 +36,7 @@ func handOverShard(t *testing.T, opts discordtest.Options) (*discordtest.Server,
 	fx := startCluster(t, opts, []int{0})
 	fx.waitStatus(t, "ready", allReady)
 	m := fx.c.shards[0].freeze(fx.c.fields, fx.c.fieldsErr)
-	if m.SessionID.Empty() || len(m.Snapshot) == 0 || m.Seq == 0 || m.ResumeURL != fx.fake.GatewayURL() {
+	if m.SessionID.Empty() || len(m.Snapshot) == 0 || m.Seq == 0 || m.ResumeURL != fx.fake.ResumeGatewayURL() {
 		t.Fatalf("handoff %v, reason %q, resume url %q", m, m.Reason, m.ResumeURL)
 	}
 	fx.stop(t)
@@ -80,6 +80,11 @@ func TestHandoffResumesWithTheState(t *testing.T) {
 	}
 	if r.Resumes[0].Seq != m.Seq {
 		t.Errorf("resumed from %d, handed over %d", r.Resumes[0].Seq, m.Seq)
+	}
+	for _, c := range r.Connections {
+		if c.ID == r.Resumes[0].Conn && c.Path != discordtest.ResumePath {
+			t.Errorf("resumed at %s, not at READY's resume_gateway_url", c.Path)
+		}
 	}
 	st := fx.c.shards[0].s.State
 	st.RLock()

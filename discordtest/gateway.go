@@ -121,7 +121,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 	s.conns[c] = struct{}{}
 	delay := s.helloDelay
 	s.mu.Unlock()
-	s.rec.connOpened(c.id, now)
+	s.rec.connOpened(c.id, now, r.URL.Path)
 	s.log.Debug("discordtest: connection", "conn", c.id, "remote", r.RemoteAddr)
 
 	go c.writeLoop()

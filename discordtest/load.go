@@ -103,7 +103,7 @@ func (s *Server) readyPayload(ss *session, v int) []byte {
 		Trace            []string      `json:"_trace"`
 	}{
 		V: v, User: s.selfUser(), Guilds: guilds, SessionID: ss.id, SessionType: "normal",
-		ResumeGatewayURL: s.wsURL, Shard: [2]int{ss.shard, ss.count},
+		ResumeGatewayURL: s.ResumeGatewayURL(), Shard: [2]int{ss.shard, ss.count},
 		Application:     application{ID: s.opts.ApplicationID, Flags: s.applicationFlags()},
 		PrivateChannels: []struct{}{}, Relationships: []struct{}{}, Presences: []struct{}{},
 		GuildJoinReqs: []struct{}{}, RTCRegions: []string{"local"}, Trace: []string{"discordtest"},

@@ -23,6 +23,11 @@ import (
 // its own listener: the control API lives at URL()+ControlPrefix+"/...".
 const ControlPrefix = "/_fake"
 
+// ResumePath is the path of READY's resume_gateway_url: the same gateway
+// (Discord's differs by host, the fake's by path), so that a test can see
+// which URL a client resumed at (ConnRecord.Path).
+const ResumePath = GatewayPath + "/resume"
+
 // GatewayPath is the path of the fake's gateway; GET gateway answers
 // ws://HOST:PORT/gateway.
 const GatewayPath = "/gateway"
@@ -301,6 +306,11 @@ func (s *Server) URL() string { return s.url }
 
 // GatewayURL is the websocket URL GET gateway answers.
 func (s *Server) GatewayURL() string { return s.wsURL }
+
+// ResumeGatewayURL is READY's resume_gateway_url: the gateway at ResumePath.
+func (s *Server) ResumeGatewayURL() string {
+	return strings.TrimSuffix(s.wsURL, GatewayPath) + ResumePath
+}
 
 // Token is the bot token the fake accepts (without the "Bot " prefix).
 func (s *Server) Token() string { return s.opts.Token }
