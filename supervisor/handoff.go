@@ -234,7 +234,9 @@ func (r *runner) replaceWithoutHandoff(old, nw *generation) *generation {
 	e := r.stop(old.proc, old.exited, time.After(r.sup.cfg.ShutdownTimeout))
 	old.exited <- e
 	r.retire(old)
-	nw.ch.send(&wire.HandoffEnd{Reason: "no handoff"})
+	if nw.ch.canHandoff() { // an older binary would take the message for a protocol breach
+		nw.ch.send(&wire.HandoffEnd{Reason: "no handoff"})
+	}
 	nw.ch.release()
 	r.takeOver(nw)
 	return nw
