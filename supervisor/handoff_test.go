@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"slices"
 	"strconv"
@@ -87,5 +88,46 @@ func TestRollingRestartAbortsTheHandoff(t *testing.T) {
 	}
 	if indexOf(ev, "freeze", "1") >= 0 {
 		t.Error("the roll went on to cluster 1")
+	}
+}
+
+// A roll to a binary that takes no handoff (an older one): the old process
+// is stopped first, as rolling restarts always did, and never frozen.
+func TestRollingRestartToABinaryWithoutHandoff(t *testing.T) {
+	var mu sync.Mutex
+	behaviours := "handoff"
+	tr := start(t, 1, "handoff", func(c *Config) {
+		c.Launcher.(*ExecLauncher).Environ = func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return append(os.Environ(), "SV_TEST_ROLE=child", "SV_TEST_CHILD="+behaviours)
+		}
+	})
+	before := tr.waitFor(t, "ready", ready)
+	mu.Lock()
+	behaviours = "well"
+	mu.Unlock()
+	tr.s.RollingRestart()
+	snap := tr.waitFor(t, "replaced", func(s Snapshot) bool { return s.Clusters[0].Generation == 2 && s.Ready })
+	tr.s.wg.Wait()
+	// The new process reads its channel in order: once it answered a
+	// metrics request, it had read whatever came before.
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if ch := tr.s.runners[0].channel(); ch == nil {
+		t.Error("no process runs the cluster")
+	} else if _, err := ch.Metrics(ctx); err != nil {
+		t.Errorf("the new process does not answer: %v", err)
+	}
+	ev := tr.events(t)
+	old, nw := strconv.Itoa(before.Clusters[0].PID), strconv.Itoa(snap.Clusters[0].PID)
+	if indexOf(ev, "freeze", "0", old) >= 0 || indexOf(ev, "term", "0", old) < 0 || indexOf(ev, "start", "0", nw) < 0 {
+		t.Errorf("want the old process stopped, not frozen, and the new one started; events %v", ev)
+	}
+	if indexOf(ev, "breach") >= 0 {
+		t.Errorf("the new process was sent a handoff message; events %v", ev)
+	}
+	if c := snap.Clusters[0]; c.RestartsBy[ReasonRolling] != 1 {
+		t.Errorf("restarts %v", c.RestartsBy)
 	}
 }

@@ -117,7 +117,7 @@ func fakeChild() int {
 	// its shards down until the handoff ended.
 	handoff := strings.HasPrefix(b, "handoff")
 	var handed atomic.Bool
-	handed.Store(!w.Handoff)
+	handed.Store(!w.Handoff || !handoff) // a child that takes no handoffs ignores the flag
 	event("start %d %d %d %s", id, os.Getpid(), time.Now().UnixNano(), b)
 	term := make(chan os.Signal, 1)
 	if b == "ignore-term" {
@@ -174,6 +174,13 @@ func fakeChild() int {
 			m, err := conn.Read()
 			if err != nil {
 				return
+			}
+			switch m.(type) {
+			case *wire.HandoffRequest, *wire.HandoffShard, *wire.HandoffEnd, *wire.HandoffAbort:
+				if !handoff { // as a binary from before handoffs, which knows no such type
+					event("breach %d %d %s", id, os.Getpid(), m.Type())
+					os.Exit(70)
+				}
 			}
 			switch m := m.(type) {
 			case *wire.MetricsRequest:
