@@ -85,6 +85,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "status page: http://%s/   metrics: http://%s/metrics   (or: shardvisor status -addr %s)\n", addr, addr, addr)
 		}
 		fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
+		fmt.Fprintf(stdout, "kill -HUP %d rolls the clusters: each hands its sessions and State over, RESUMEs, and spends no IDENTIFY.\n", os.Getpid())
 		wg.Add(1)
 		go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
 	}
@@ -93,7 +94,8 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	wg.Wait()
 	if err == nil {
 		r := fake.Record()
-		fmt.Fprintf(stdout, "stopped cleanly: %d sessions closed, %d interactions answered\n", len(r.Sessions), len(r.Interactions))
+		fmt.Fprintf(stdout, "stopped cleanly: %d sessions closed (%d IDENTIFYs, %d RESUMEs), %d interactions answered\n",
+			len(r.Sessions), len(r.Identifies), len(r.Resumes), len(r.Interactions))
 	}
 	return err
 }

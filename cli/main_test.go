@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bwmarrin/discordgo"
 	"go.uber.org/goleak"
 
 	"github.com/shardvisor/shardvisor/cluster"
@@ -29,15 +30,51 @@ import (
 // fleet_test.go.
 func TestMain(m *testing.M) {
 	if os.Getenv("SHARDVISOR_TEST_MAIN") == "1" {
+		// A cluster process exits 1 at once while the file this names
+		// exists: a broken binary for the rolling restart's tests.
+		if f := os.Getenv("SHARDVISOR_TEST_BROKEN_FILE"); f != "" && len(os.Args) > 1 && os.Args[1] == "cluster" {
+			if _, err := os.Stat(f); err == nil {
+				os.Exit(1)
+			}
+		}
 		bot := cluster.NewBot()
 		bot.Command(cluster.Ping())
 		bot.Command(cluster.StatsCommand())
 		bot.Command(cluster.ShardCommand())
 		addFleetTestBot(bot)
 		addFleetBenchCommand(bot)
+		bot.Command(stateCommand())
+		// A replacement that takes a handoff and dies right after its
+		// first RESUMED, once, while the file this names exists.
+		if f := os.Getenv("SHARDVISOR_TEST_CRASH_FILE"); f != "" {
+			bot.Handle(func(*discordgo.Session, *discordgo.Resumed) {
+				if os.Remove(f) == nil {
+					os.Exit(3)
+				}
+			})
+		}
 		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// stateCommand is /state: what the shard's State holds, so that tests can
+// compare it across processes. It panics (and does not answer) if the
+// State has no user, as a handler reading s.State.User.ID would.
+func stateCommand() (*discordgo.ApplicationCommand, cluster.CommandFunc) {
+	return &discordgo.ApplicationCommand{Name: "state", Description: "What the State holds"},
+		func(i *cluster.Interaction) error {
+			st := i.Session.State
+			st.RLock()
+			user := st.User.ID
+			guilds, channels, roles := len(st.Guilds), 0, 0
+			for _, g := range st.Guilds {
+				channels += len(g.Channels)
+				roles += len(g.Roles)
+			}
+			st.RUnlock()
+			return i.Reply(fmt.Sprintf("user=%s guilds=%d channels=%d roles=%d pid=%d", user, guilds, channels, roles, os.Getpid()))
+		}
 }
 
 // patience bounds every wait on an event, for a busy 2-core machine with

@@ -44,6 +44,7 @@ type runFlags struct {
 
 	shutdownTimeout time.Duration
 	childWatchdog   time.Duration
+	handoff         bool
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	reap            string
@@ -76,6 +77,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policy.Window, "restart-window", f.policy.Window, "the window of -max-restarts")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "after SIGTERM, how long clusters get to close their sessions before they are killed")
 	fs.DurationVar(&f.childWatchdog, "child-watchdog", 30*time.Second, "a cluster silent on its channel this long is killed and restarted")
+	fs.BoolVar(&f.handoff, "rolling-handoff", true, "a rolling restart hands each shard's session and State to the new process, which RESUMEs; false: close and IDENTIFY again")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
@@ -264,6 +266,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		Policy:          f.policy,
 		ShutdownTimeout: f.shutdownTimeout,
 		ChildWatchdog:   f.childWatchdog,
+		NoHandoff:       !f.handoff,
 		Token:           cfg.token,
 		Queue:           acquirer,
 		BudgetFactor:    factor,

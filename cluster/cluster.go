@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -128,6 +130,16 @@ type Cluster struct {
 	ctx        context.Context // for interactions; ends when Run stops its shards
 	change     chan struct{}
 	local      *Local
+	commands   sync.WaitGroup // interactions being answered
+
+	// The handoff (handoff.go).
+	fields         sessionFieldsOK
+	fieldsErr      error         // the self-check failed: no handoff
+	handoff        *handoffInbox // a replacement's: what its predecessor hands over
+	handoffMetrics *handoffMetrics
+	running        atomic.Bool // Run has started the shards
+	frozen         atomic.Bool // the shards were frozen for a handoff
+	handoffMu      sync.Mutex  // a freeze, or a thaw
 }
 
 // New returns a cluster. A nil bot has no commands; a nil logger discards.
@@ -149,6 +161,16 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c.httpClient = HTTPClient(cfg.APIURL)
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
 	c.warnings = newGatewayWarnings(logger, reg)
+	c.handoffMetrics = newHandoffMetrics(reg)
+	if c.fields, c.fieldsErr = checkSessionFields(); c.fieldsErr != nil {
+		logger.Warn("this discordgo's session fields are not as expected: a rolling restart identifies every shard instead of handing it over", "err", c.fieldsErr)
+	}
+	if l := cfg.Link; l != nil {
+		if l.Welcome().Handoff {
+			c.handoff = newHandoffInbox()
+		}
+		l.attach(c, c.handoff)
+	}
 	for _, id := range cfg.ShardIDs {
 		sh := newShard(c, id)
 		c.shards = append(c.shards, sh)
@@ -163,6 +185,18 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 
 // Local is the cluster's view of itself, its Fleet included.
 func (c *Cluster) Local() *Local { return c.local }
+
+// finishCommands waits for the commands still running after a handoff,
+// until timeout.
+func (c *Cluster) finishCommands(timeout <-chan time.Time) {
+	done := make(chan struct{})
+	go func() { c.commands.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-timeout:
+		c.log.Warn("commands still running after the close timeout; cancelling them", "close_timeout", c.cfg.CloseTimeout)
+	}
+}
 
 // HTTPClient returns the client for Discord's REST API at base (nil:
 // Discord itself).
@@ -205,11 +239,16 @@ func reportGap(shards int) time.Duration {
 func (c *Cluster) Run(ctx context.Context) error {
 	shardCtx, stop := context.WithCancel(context.WithValue(ctx, localKey{}, c.local)) // for FleetFrom
 	defer stop()
-	c.ctx = shardCtx
+	// Commands get a context of their own: after a handoff they may finish
+	// (over REST) while the process exits.
+	cmdCtx, cmdCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cmdCancel()
+	c.ctx = cmdCtx
 	errs := make(chan error, len(c.shards))
 	for _, sh := range c.shards {
 		go func() { errs <- sh.run(shardCtx) }()
 	}
+	c.running.Store(true)
 	c.log.Info("cluster starting", "shards", len(c.shards), "shard_count", c.cfg.ShardCount,
 		"intents", FormatIntents(c.cfg.Intents), "state_cache", c.cfg.Cache.String())
 
@@ -286,6 +325,10 @@ loop:
 	stop()
 	closed := time.Now()
 	timeout := time.After(c.cfg.CloseTimeout)
+	if c.frozen.Load() {
+		c.finishCommands(timeout)
+	}
+	cmdCancel()
 	for ; running > 0; running-- {
 		select {
 		case <-errs:

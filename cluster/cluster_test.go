@@ -55,8 +55,10 @@ func startCluster(t *testing.T, opts discordtest.Options, shards []int, mod ...f
 
 // setup is what startClusterWith does before the cluster starts.
 type setup struct {
-	arm func(*discordtest.Server) // if not nil, arms the fake's faults
-	bot func(*Bot)                // if not nil, adds to the bot
+	arm   func(*discordtest.Server) // if not nil, arms the fake's faults
+	bot   func(*Bot)                // if not nil, adds to the bot
+	fake  *discordtest.Server       // if not nil, the fake to use (opts are ignored)
+	inbox *handoffInbox             // if not nil, the cluster takes this handoff
 	// logs, if not nil, gets the cluster's log lines too, and discordgo's
 	// through the cluster's translation (discordgo.Logger, restored after).
 	logs io.Writer
@@ -72,11 +74,14 @@ func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su s
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	fake, err := discordtest.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
+	fake := su.fake
+	if fake == nil {
+		var err error
+		if fake, err = discordtest.NewServer(opts); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fake.Close() })
 	}
-	t.Cleanup(func() { fake.Close() })
 	if su.arm != nil {
 		su.arm(fake)
 	}
@@ -116,6 +121,7 @@ func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su s
 		discordgo.Logger = c.DiscordgoLogger()
 		t.Cleanup(func() { discordgo.Logger = prev }) // runs after the cluster stopped
 	}
+	c.handoff = su.inbox
 	ctx, cancel := context.WithCancel(context.Background())
 	fx := &fixture{fake: fake, c: c, reg: reg, done: make(chan error, 1), cancel: cancel}
 	go func() { fx.done <- c.Run(ctx) }()

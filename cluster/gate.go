@@ -39,6 +39,10 @@ var (
 // shard ends first.
 var errGateClosed = errors.New("gateway connection closed while waiting for an identify grant")
 
+// errFrozen is returned by every write on a frozen connection: discordgo's
+// close 1000 (which would end the session at Discord) never leaves.
+var errFrozen = errors.New("gateway connection frozen for a handoff")
+
 // gateHooks is what the gate needs from its shard.
 type gateHooks interface {
 	// takeLease returns the lease acquired before Open, if any.
@@ -67,14 +71,17 @@ type gatedConn struct {
 	w          frameScanner
 	identified bool // an IDENTIFY or RESUME went out on this connection
 
-	rmu       sync.Mutex
-	r         frameScanner
-	closeCode int // from the server's close frame; 0 if none yet
+	rmu        sync.Mutex
+	r          frameScanner
+	closeCode  int  // from the server's close frame; 0 if none yet
+	frozen     bool // freeze was called
+	readFailed bool // a Read returned an error
+	drained    chan struct{}
 }
 
 func newGatedConn(ctx context.Context, c net.Conn, hooks gateHooks) *gatedConn {
 	ctx, stop := context.WithCancel(ctx)
-	g := &gatedConn{Conn: c, hooks: hooks, ctx: ctx, stop: stop}
+	g := &gatedConn{Conn: c, hooks: hooks, ctx: ctx, stop: stop, drained: make(chan struct{})}
 	g.w.handshake, g.r.handshake = true, true // the HTTP upgrade comes first
 	return g
 }
@@ -83,6 +90,9 @@ func newGatedConn(ctx context.Context, c net.Conn, hooks gateHooks) *gatedConn {
 func (g *gatedConn) Write(p []byte) (int, error) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
+	if g.isFrozen() {
+		return 0, errFrozen
+	}
 	const (
 		other = iota
 		identifyFrame
@@ -166,16 +176,56 @@ func (g *gatedConn) waitForTurn(reidentify bool) (identify.Lease, error) {
 // Read passes data through and notes a close frame's code.
 func (g *gatedConn) Read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
-	if n > 0 {
+	if n > 0 || err != nil {
 		g.rmu.Lock()
 		for _, f := range g.r.scan(p[:n]) {
 			if f.opcode == opClose && f.complete && len(f.prefix) >= 2 {
 				g.closeCode = int(binary.BigEndian.Uint16(f.prefix))
 			}
 		}
+		if err != nil {
+			g.readFailed = true
+			if g.frozen {
+				g.markDrained()
+			}
+		}
 		g.rmu.Unlock()
 	}
 	return n, err
+}
+
+func (g *gatedConn) isFrozen() bool {
+	g.rmu.Lock()
+	defer g.rmu.Unlock()
+	return g.frozen
+}
+
+// markDrained closes drained once; rmu is held.
+func (g *gatedConn) markDrained() {
+	select {
+	case <-g.drained:
+	default:
+		close(g.drained)
+	}
+}
+
+// freeze ends the connection without a word to Discord, so that its
+// session stays resumable: from now on every write fails (discordgo's close
+// 1000 included) and the socket is closed under discordgo's reader. The
+// returned channel is closed once the reader is done: its Read failed after
+// the freeze (frames it had buffered are dispatched first), or had already
+// failed. From then on discordgo dispatches nothing more on this
+// connection: its sequence number and State are final.
+func (g *gatedConn) freeze() <-chan struct{} {
+	g.rmu.Lock()
+	g.frozen = true
+	if g.readFailed {
+		g.markDrained()
+	}
+	g.rmu.Unlock()
+	g.stop() // a held IDENTIFY gives up
+	_ = g.Conn.Close()
+	return g.drained
 }
 
 // CloseCode is the code of the server's close frame, or 0.
@@ -197,12 +247,17 @@ func (g *gatedConn) Closed() bool { return g.ctx.Err() != nil }
 // dialer returns a websocket dialer whose connections go through the gate.
 // It dials TLS itself for wss:// (so that the gate sees frames, not
 // ciphertext); HTTP proxies are not supported for the gateway.
-func dialer(ctx context.Context, hooks gateHooks, onConn func(*gatedConn)) *websocket.Dialer {
+// onConn may refuse a connection (a frozen shard): the dial fails with
+// its error.
+func dialer(ctx context.Context, hooks gateHooks, onConn func(*gatedConn) error) *websocket.Dialer {
 	var nd net.Dialer
-	wrap := func(c net.Conn) net.Conn {
+	wrap := func(c net.Conn) (net.Conn, error) {
 		g := newGatedConn(ctx, c, hooks)
-		onConn(g)
-		return g
+		if err := onConn(g); err != nil {
+			g.Close()
+			return nil, err
+		}
+		return g, nil
 	}
 	return &websocket.Dialer{
 		HandshakeTimeout: 30 * time.Second,
@@ -211,7 +266,7 @@ func dialer(ctx context.Context, hooks gateHooks, onConn func(*gatedConn)) *webs
 			if err != nil {
 				return nil, err
 			}
-			return wrap(c), nil
+			return wrap(c)
 		},
 		NetDialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, _, err := net.SplitHostPort(addr)
@@ -222,7 +277,7 @@ func dialer(ctx context.Context, hooks gateHooks, onConn func(*gatedConn)) *webs
 			if err != nil {
 				return nil, err
 			}
-			return wrap(c), nil
+			return wrap(c)
 		},
 	}
 }

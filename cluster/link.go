@@ -41,6 +41,21 @@ type Link struct {
 	wg      sync.WaitGroup
 
 	fleet linkFleet // fleet calls made and served (linkfleet.go)
+	// Set by the cluster before Run (attach).
+	party handoffParty
+	inbox *handoffInbox // nil unless the welcome said Handoff
+}
+
+// handoffParty is the cluster, as the link sees it during a handoff.
+type handoffParty interface {
+	handOver()
+	thawAll(reason string)
+}
+
+// attach tells the link whom to ask for a handoff and where what is handed
+// over goes; call it before Run.
+func (l *Link) attach(p handoffParty, in *handoffInbox) {
+	l.party, l.inbox = p, in
 }
 
 type grantWaiter struct {
@@ -112,6 +127,32 @@ func (l *Link) Run(ctx context.Context) error {
 			go func() { defer l.wg.Done(); l.serveFleet(ctx, m) }()
 		case *wire.FleetAnswer:
 			l.fleetAnswered(m)
+		case *wire.HandoffRequest:
+			if l.party == nil {
+				l.send(&wire.HandoffEnd{Reason: "no cluster to hand over"})
+				continue
+			}
+			l.wg.Add(1)
+			go func() { defer l.wg.Done(); l.party.handOver() }()
+		case *wire.HandoffAbort:
+			if l.party != nil {
+				l.wg.Add(1)
+				go func() { defer l.wg.Done(); l.party.thawAll(m.Reason) }()
+			}
+		case *wire.HandoffShard:
+			if l.inbox == nil {
+				return fmt.Errorf("read from supervisor: %w: a handoff nobody announced", wire.ErrProtocol)
+			}
+			if err := l.inbox.add(m); err != nil {
+				return fmt.Errorf("read from supervisor: %w: %w", wire.ErrProtocol, err)
+			}
+		case *wire.HandoffEnd:
+			if l.inbox != nil {
+				if m.Reason != "" {
+					l.log.Warn("handoff: the old process handed nothing over; identifying", "reason", m.Reason)
+				}
+				l.inbox.end()
+			}
 		default:
 			l.log.Warn("unexpected message from supervisor", "type", m.Type().String())
 		}

@@ -39,6 +39,8 @@ type shard struct {
 	guilds       readiness
 	guildTimer   *time.Timer // the guild-ready timeout of the last READY
 	counts       shardCounts
+	resumeURL    string // READY's resume_gateway_url (discordgo keeps none)
+	handoff      shardHandoff
 }
 
 // shardCounts are a shard's counters, for metrics.
@@ -110,13 +112,24 @@ func newShard(c *Cluster, id int) *shard {
 		sh.onGuildDelete(id, outage)
 	})
 	s.AddHandler(func(_ *discordgo.Session, e *discordgo.Event) {
+		var url string
+		if e.Type == "READY" {
+			url = resumeGatewayURL(e.RawData)
+		}
 		sh.mu.Lock()
 		sh.counts.dispatches++
+		if e.Type == "READY" {
+			sh.resumeURL = url
+		}
 		sh.mu.Unlock()
 		c.metrics.event(e.Type)
 	})
 	s.AddHandler(func(s *discordgo.Session, i *discordgo.InteractionCreate) {
-		go c.bot.dispatch(c.ctx, c.log, c.metrics, s, sh.id, i)
+		c.commands.Add(1)
+		go func() {
+			defer c.commands.Done()
+			c.bot.dispatch(c.ctx, c.log, c.metrics, s, sh.id, i)
+		}()
 	})
 	for _, h := range c.bot.handlers {
 		s.AddHandler(inGoroutine(h))
@@ -138,17 +151,28 @@ func (sh *shard) setState(st wire.ShardState) {
 }
 
 // run connects and reconnects until ctx is done (then it closes the session
-// with 1000, ending it at Discord) or a fatal close code.
+// with 1000, ending it at Discord, unless it was handed over) or a fatal
+// close code. While frozen for a handoff it waits for thaw.
 func (sh *shard) run(ctx context.Context) error {
 	cfg := sh.c.cfg
-	sh.s.Dialer = dialer(ctx, sh, func(g *gatedConn) {
+	sh.s.Dialer = dialer(ctx, sh, func(g *gatedConn) error {
 		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if sh.handoff.frozen {
+			return errFrozen
+		}
 		sh.conn = g
-		sh.mu.Unlock()
+		return nil
 	})
 	defer sh.close()
+	if !sh.awaitHandoff(ctx) {
+		return nil
+	}
 	for fails := 0; ; {
 		if ctx.Err() != nil {
+			return nil
+		}
+		if !sh.waitThaw(ctx) {
 			return nil
 		}
 		sh.mu.Lock()
@@ -180,6 +204,9 @@ func (sh *shard) run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if sh.frozenOrThawed() {
+			continue // the freeze ended the connection: wait for thaw, or resume now
 		}
 		if f := fatalClose(sh.id, err, sh.closeCode()); f != nil {
 			return f
@@ -233,14 +260,19 @@ func (sh *shard) waitDisconnect(ctx context.Context) bool {
 // close ends the session with 1000 so that Discord drops it at once rather
 // than after a heartbeat timeout. discordgo sleeps 1 s in there under a lock:
 // the cluster closes its shards in parallel.
+// A frozen shard's session was handed over (or may still be taken back):
+// it is not closed, and discordgo's own close 1000 cannot leave the gate.
 func (sh *shard) close() {
 	sh.mu.Lock()
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()
 	}
 	sh.deadline = time.Time{}
+	frozen := sh.handoff.frozen
 	sh.mu.Unlock()
-	_ = sh.s.CloseWithCode(websocket.CloseNormalClosure)
+	if !frozen {
+		_ = sh.s.CloseWithCode(websocket.CloseNormalClosure)
+	}
 	sh.setState(wire.ShardDown)
 }
 
@@ -288,6 +320,7 @@ func (sh *shard) identifySent(_ bool, at time.Time) {
 		sh.counts.reidentifies++
 	}
 	sh.guilds.identify() // a new session: the old one's guilds will not come
+	sh.identifiedLocked()
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()
 	}
@@ -375,6 +408,7 @@ func (sh *shard) onResumed() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.deadline = time.Time{}
+	sh.resumedLocked()
 	if !sh.guilds.waiting() {
 		sh.setStateLocked(wire.ShardReady)
 	}

@@ -40,12 +40,16 @@
 // # Gateway
 //
 // HELLO (integer heartbeat_interval) first, then IDENTIFY → READY (user,
-// guilds unavailable, session_id, resume_gateway_url, shard, application)
-// and one GUILD_CREATE per guild routed to the shard by
+// guilds unavailable, session_id, resume_gateway_url, shard, application;
+// the resume URL is the gateway at ResumePath, and ConnRecord.Path tells
+// which one a connection dialled) and one GUILD_CREATE per guild routed to
+// the shard by
 // (guild_id >> 22) % shard_count; heartbeat → ACK; RESUME → the missed
 // dispatches with their original sequence numbers, then RESUMED; RESUME of
-// an unknown or ended session → op 9 d:false with the socket left open for
-// an IDENTIFY on it (discordgo sends one at once). Transport compression:
+// an unknown or ended session (or one refused by RefuseResumes) → op 9
+// d:false with the socket left open for an IDENTIFY on it (discordgo sends
+// one at once). A session no connection carries still gets the event
+// stream for a minute, replayed on RESUME. Transport compression:
 // with compress=zlib-stream in the URL every message of the connection,
 // HELLO included, is a binary frame of one zlib stream kept for the
 // connection, each ending in a sync flush (00 00 ff ff); other compress

@@ -118,6 +118,16 @@ func (s *Server) invalidateLocked(c *conn, resumable bool, now time.Time) {
 	c.send(frame{data: invalidSession(resumable)})
 }
 
+// RefuseResumes arms a fault: the next n RESUMEs of known, resumable
+// sessions are answered op 9 d:false and their sessions ended, as when
+// Discord has lost a session (or its resume window ran out). n <= 0
+// disarms it.
+func (s *Server) RefuseResumes(n int) {
+	s.mu.Lock()
+	s.refuseResumes = max(n, 0)
+	s.mu.Unlock()
+}
+
 // InvalidSessionDuringGuilds arms a one-shot fault: the next session of
 // shard to start is sent op 9 INVALID_SESSION (not resumable) right after
 // its first after GUILD_CREATEs, instead of the rest of them, as Discord

@@ -121,7 +121,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 	s.conns[c] = struct{}{}
 	delay := s.helloDelay
 	s.mu.Unlock()
-	s.rec.connOpened(c.id, now)
+	s.rec.connOpened(c.id, now, r.URL.Path)
 	s.log.Debug("discordtest: connection", "conn", c.id, "remote", r.RemoteAddr)
 
 	go c.writeLoop()
@@ -257,6 +257,7 @@ func (s *Server) detachLocked(c *conn, end bool, at time.Time, code int, by Clos
 	ss.mu.Lock()
 	if ss.conn == c {
 		ss.conn = nil
+		ss.detached = at
 	}
 	if end {
 		ss.ended = true

@@ -324,6 +324,19 @@ func (c *conn) resume(raw json.RawMessage, at time.Time) {
 		return
 	}
 	rr.Shard, rr.ShardCount = ss.shard, ss.count
+	if s.refuseResumes > 0 {
+		s.refuseResumes--
+		if old := ss.conn; old != nil {
+			s.detachLocked(old, true, at, 4000, ClosedByServer)
+			s.closeConnLocked(old, 4000, "session invalidated")
+		}
+		ss.mu.Lock()
+		ss.ended, ss.ring = true, replayRing{}
+		ss.mu.Unlock()
+		s.rec.session(ss.id, func(sr *SessionRecord) { sr.Resumable = false })
+		invalid()
+		return
+	}
 	if old := ss.conn; old != nil {
 		s.detachLocked(old, false, at, 4000, ClosedByServer)
 		s.closeConnLocked(old, 4000, "session resumed on another connection")
@@ -339,6 +352,7 @@ func (c *conn) resume(raw json.RawMessage, at time.Time) {
 		return
 	}
 	ss.conn, c.sess, c.live = c, ss, true
+	ss.detached = time.Time{}
 	rr.Outcome, rr.Replayed = OutcomeResumed, len(frames)
 	s.rec.resume(rr)
 	s.rec.session(ss.id, func(sr *SessionRecord) {

@@ -103,7 +103,7 @@ func (s *Server) readyPayload(ss *session, v int) []byte {
 		Trace            []string      `json:"_trace"`
 	}{
 		V: v, User: s.selfUser(), Guilds: guilds, SessionID: ss.id, SessionType: "normal",
-		ResumeGatewayURL: s.wsURL, Shard: [2]int{ss.shard, ss.count},
+		ResumeGatewayURL: s.ResumeGatewayURL(), Shard: [2]int{ss.shard, ss.count},
 		Application:     application{ID: s.opts.ApplicationID, Flags: s.applicationFlags()},
 		PrivateChannels: []struct{}{}, Relationships: []struct{}{}, Presences: []struct{}{},
 		GuildJoinReqs: []struct{}{}, RTCRegions: []string{"local"}, Trace: []string{"discordtest"},
@@ -155,8 +155,10 @@ func (s *Server) SetEventRate(perShardPerSecond float64) {
 	}
 }
 
-// liveSessions lists the sessions on live connections.
-func (s *Server) liveSessions() []*session {
+// loadSessions lists the sessions the load goes to: those on live
+// connections, and those detached (still resumable) for less than
+// detachedLoad, whose events a RESUME replays.
+func (s *Server) loadSessions(now time.Time) []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*session, 0, len(s.conns))
@@ -165,12 +167,19 @@ func (s *Server) liveSessions() []*session {
 			out = append(out, c.sess)
 		}
 	}
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		if ss.conn == nil && !ss.ended && !ss.detached.IsZero() && now.Sub(ss.detached) < detachedLoad {
+			out = append(out, ss)
+		}
+		ss.mu.Unlock()
+	}
 	return out
 }
 
 // runLoad is the event generator: every loadTick it gives each live session
-// the MESSAGE_CREATEs it is owed at the current rate, spread over the
-// guilds of its shard.
+// (and each recently detached one, see loadSessions) the MESSAGE_CREATEs it
+// is owed at the current rate, spread over the guilds of its shard.
 func (s *Server) runLoad() {
 	defer s.wg.Done()
 	var (
@@ -207,7 +216,7 @@ func (s *Server) runLoad() {
 		dt := now.Sub(last).Seconds()
 		last = now
 		ts := now.UTC().Format(time.RFC3339Nano)
-		for _, ss := range s.liveSessions() {
+		for _, ss := range s.loadSessions(now) {
 			ss.owed += rate * dt
 			n := int(ss.owed)
 			ss.owed -= float64(n)

@@ -42,7 +42,8 @@ func TestGuildPayloadSizes(t *testing.T) {
 	closeBots(b)
 }
 
-// MESSAGE_CREATE at the event rate, to live sessions only; SetEventRate
+// MESSAGE_CREATE at the event rate, to live sessions (and detached ones,
+// TestLoadGoesOnWhileDetached); SetEventRate
 // changes it at run time.
 func TestEventRate(t *testing.T) {
 	t.Parallel()

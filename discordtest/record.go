@@ -101,6 +101,7 @@ type ConnRecord struct {
 	ID         uint64    `json:"id"`
 	Opened     time.Time `json:"opened"`
 	Closed     time.Time `json:"closed"` // zero while open
+	Path       string    `json:"path"`   // of the URL dialled: GatewayPath, or ResumePath for READY's resume_gateway_url
 	Shard      int       `json:"shard"`  // of its last session; -1 if none
 	ShardCount int       `json:"shard_count"`
 	SessionID  string    `json:"session_id,omitempty"`
@@ -269,10 +270,10 @@ func (rc *recorder) update(f func(r *Record)) {
 	}
 }
 
-func (rc *recorder) connOpened(id uint64, at time.Time) {
+func (rc *recorder) connOpened(id uint64, at time.Time, path string) {
 	rc.update(func(r *Record) {
 		rc.conns[id] = len(r.Connections)
-		r.Connections = append(r.Connections, ConnRecord{ID: id, Opened: at, Shard: -1})
+		r.Connections = append(r.Connections, ConnRecord{ID: id, Opened: at, Shard: -1, Path: path})
 	})
 }
 

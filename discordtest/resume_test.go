@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/gorilla/websocket"
@@ -173,4 +174,103 @@ func TestResumeEndedSessionDiscordgo(t *testing.T) {
 		t.Errorf("first session %+v", r.Sessions[0])
 	}
 	closeBots(b)
+}
+
+// The event stream goes on into a session no connection carries (as
+// Discord buffers for a dropped session), and RESUME replays it: the
+// sequence numbers the client sees are contiguous across the two
+// connections, with events among the replayed ones.
+func TestLoadGoesOnWhileDetached(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 2, IdentifyInterval: 1, EventRate: 200})
+	a := dialRaw(t, srv, "")
+	sid, _ := a.identify(srv, 0, 1)
+	var last int64
+	for last < 10 {
+		if p := a.read(); p.Op == 0 {
+			last = *p.S
+		}
+	}
+	a.ws.Close() // a drop: resumable
+	waitFor(t, srv, "the session detached", func(r Record) bool {
+		ss, ok := r.Session(sid)
+		return ok && !ss.Alive() && ss.Resumable
+	})
+	// Resume from the last one read: what the first connection had sent
+	// but the client did not read is replayed too.
+	srv.mu.Lock()
+	ss := srv.sessions[sid]
+	srv.mu.Unlock()
+	ss.mu.Lock()
+	at := ss.seq
+	ss.mu.Unlock()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ss.mu.Lock()
+		n := ss.seq
+		ss.mu.Unlock()
+		if n >= at+20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no events into the detached session: seq %d since it detached at %d", n, at)
+		}
+	}
+	b := dialRaw(t, srv, "")
+	b.send(map[string]any{"op": 6, "d": map[string]any{"token": "Bot " + srv.Token(), "session_id": sid, "seq": last}})
+	next, events := last+1, 0
+	for {
+		p := b.read()
+		if p.Op != 0 {
+			continue
+		}
+		if *p.S != next {
+			t.Fatalf("after RESUME from %d: seq %d (%s), want %d", last, *p.S, p.T, next)
+		}
+		next++
+		if p.T == "MESSAGE_CREATE" {
+			events++
+		}
+		if p.T == "RESUMED" {
+			break
+		}
+	}
+	if events < 20 {
+		t.Errorf("%d MESSAGE_CREATEs replayed; the load stopped while detached", events)
+	}
+	if r := srv.Record(); r.Starts.Used != 1 {
+		t.Errorf("session starts used %d", r.Starts.Used)
+	}
+}
+
+// RefuseResumes: the next RESUME is answered op 9 d:false and its session
+// ended, so that no later RESUME takes it either.
+func TestRefuseResumes(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Guilds: 1, IdentifyInterval: 1})
+	a := dialRaw(t, srv, "")
+	sid, _ := a.identify(srv, 0, 1)
+	a.ws.Close()
+	waitFor(t, srv, "the session detached", func(r Record) bool {
+		ss, ok := r.Session(sid)
+		return ok && !ss.Alive() && ss.Resumable
+	})
+	srv.RefuseResumes(1)
+	for i := range 2 {
+		b := dialRaw(t, srv, "")
+		b.send(map[string]any{"op": 6, "d": map[string]any{"token": "Bot " + srv.Token(), "session_id": sid, "seq": 1}})
+		for {
+			p := b.read()
+			if p.Op == 9 {
+				break
+			}
+			if p.Op == 0 {
+				t.Fatalf("RESUME %d: got %s, want op 9", i, p.T)
+			}
+		}
+		b.ws.Close()
+	}
+	r := srv.Record()
+	if ss, _ := r.Session(sid); ss.Resumable || len(r.Resumes) != 2 || r.Resumes[0].Outcome != OutcomeInvalidSession {
+		t.Errorf("session %+v, resumes %+v", ss, r.Resumes)
+	}
 }

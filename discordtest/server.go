@@ -23,6 +23,11 @@ import (
 // its own listener: the control API lives at URL()+ControlPrefix+"/...".
 const ControlPrefix = "/_fake"
 
+// ResumePath is the path of READY's resume_gateway_url: the same gateway
+// (Discord's differs by host, the fake's by path), so that a test can see
+// which URL a client resumed at (ConnRecord.Path).
+const ResumePath = GatewayPath + "/resume"
+
 // GatewayPath is the path of the fake's gateway; GET gateway answers
 // ws://HOST:PORT/gateway.
 const GatewayPath = "/gateway"
@@ -125,6 +130,7 @@ type Server struct {
 	zombie         map[int]bool
 	reconnectReady map[int]int   // shard → IDENTIFYs to answer with op 7
 	invalidGuilds  map[int][]int // shard → GUILD_CREATE counts after which sessions get op 9
+	refuseResumes  int           // RESUMEs still to answer op 9 (RefuseResumes)
 	helloDelay     time.Duration
 	failStatus     int
 	failLeft       int
@@ -300,6 +306,11 @@ func (s *Server) URL() string { return s.url }
 
 // GatewayURL is the websocket URL GET gateway answers.
 func (s *Server) GatewayURL() string { return s.wsURL }
+
+// ResumeGatewayURL is READY's resume_gateway_url: the gateway at ResumePath.
+func (s *Server) ResumeGatewayURL() string {
+	return strings.TrimSuffix(s.wsURL, GatewayPath) + ResumePath
+}
 
 // Token is the bot token the fake accepts (without the "Bot " prefix).
 func (s *Server) Token() string { return s.opts.Token }

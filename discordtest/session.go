@@ -3,6 +3,7 @@ package discordtest
 import (
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Replay limits: a session keeps its most recent dispatches for RESUME, at
@@ -11,6 +12,7 @@ import (
 const (
 	replayFrames = 1024
 	replayBytes  = 4 << 20
+	detachedLoad = time.Minute
 )
 
 // session is one gateway session: an accepted IDENTIFY, carried by at most
@@ -28,6 +30,11 @@ type session struct {
 	ended bool  // no longer resumable
 	seq   int64
 	ring  replayRing
+	// detached is when its last connection let go of it, zero while one
+	// carries it: the load generator goes on feeding a detached session
+	// for detachedLoad, as Discord buffers events for a dropped session
+	// that RESUME replays.
+	detached time.Time
 
 	// Used by the load generator goroutine only.
 	owed   float64

@@ -48,8 +48,18 @@ type channel struct {
 
 	heard atomic.Int64 // unix nanoseconds of the last message
 
+	// The handoff (handoff.go).
+	helloed   chan struct{} // closed at the child's hello
+	allReady  chan struct{} // closed at the first status with every shard ready
+	hold      chan struct{} // non-nil: identify requests wait until it is closed
+	muted     atomic.Bool   // its statuses are not stored (a handoff is under way)
+	handedEnd chan *wire.HandoffEnd
+
 	mu        sync.Mutex
-	helloed   bool
+	hello     *wire.Hello
+	last      *wire.Status              // the last status, stored or not
+	relayTo   *channel                  // where this child's handoff goes
+	dropping  bool                      // a handoff was aborted: its late messages are dropped
 	leases    map[uint64]identify.Lease // granted, not yet reported
 	requests  int                       // identify requests waiting in the queue
 	metrics   map[uint64]chan []byte
@@ -72,7 +82,8 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 		out:      make(chan wire.Message, outQueue+fleetQueue),
 		broken:   make(chan error, 1),
 		readDone: make(chan struct{}),
-		leases:   map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
+		helloed:  make(chan struct{}), allReady: make(chan struct{}), handedEnd: make(chan *wire.HandoffEnd, 1),
+		leases: map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
 		rate:  floodRate + 4*float64(len(c.Shards)),
 		burst: floodBurst + 8*float64(len(c.Shards)),
 	}
@@ -84,9 +95,15 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 	return ch
 }
 
-// start sends the welcome and runs the reader and writer until close.
-func (ch *channel) start(token secret.Token) {
-	ch.send(&wire.Welcome{Token: token, Fleet: true})
+// start sends the welcome and runs the reader and writer until close. A
+// child welcomed with handoff waits for a handoff (HandoffEnd) before it
+// connects a shard, and its identify requests wait for release.
+func (ch *channel) start(token secret.Token, handoff bool) {
+	if handoff {
+		ch.hold = make(chan struct{})
+		ch.muted.Store(true)
+	}
+	ch.send(&wire.Welcome{Token: token, Handoff: handoff, Fleet: true})
 	context.AfterFunc(ch.ctx, ch.failFleet)
 	ch.wg.Add(2)
 	go func() { defer ch.wg.Done(); ch.writeLoop() }()
@@ -185,31 +202,50 @@ func (ch *channel) handle(m wire.Message) error {
 		return ch.fleetReply(m)
 	}
 	now := time.Now()
+	switch m := m.(type) {
+	case *wire.HandoffShard:
+		return ch.relay(m)
+	case *wire.HandoffEnd:
+		return ch.relay(m)
+	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if !ch.allow(now) {
 		return fmt.Errorf("flood: more than %.0f messages per second", ch.rate)
 	}
-	if _, ok := m.(*wire.Hello); !ok && !ch.helloed {
+	if _, ok := m.(*wire.Hello); !ok && ch.hello == nil {
 		return fmt.Errorf("%s before hello", m.Type())
 	}
 	switch m := m.(type) {
 	case *wire.Hello:
-		if ch.helloed {
+		if ch.hello != nil {
 			return errors.New("second hello")
 		}
 		if m.ClusterID != ch.cluster.ID || !slices.Equal(m.ShardIDs, ch.cluster.Shards) {
 			return fmt.Errorf("hello from cluster %d with shards %v; started as cluster %d with %v",
 				m.ClusterID, m.ShardIDs, ch.cluster.ID, ch.cluster.Shards)
 		}
-		ch.helloed = true
+		ch.hello = m
+		close(ch.helloed)
 	case *wire.Status:
+		ready := len(m.Shards) == len(ch.shards)
 		for _, s := range m.Shards {
 			if !ch.shards[s.ID] {
 				return fmt.Errorf("status for shard %d, not one of this cluster's", s.ID)
 			}
+			ready = ready && s.State == wire.ShardReady
 		}
-		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
+		ch.last = m
+		if ready {
+			select {
+			case <-ch.allReady:
+			default:
+				close(ch.allReady)
+			}
+		}
+		if !ch.muted.Load() {
+			ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
+		}
 		ch.noteReady()
 	case *wire.IdentifyRequest:
 		if !ch.shards[m.Shard] {
@@ -249,6 +285,16 @@ func (ch *channel) handle(m wire.Message) error {
 
 // acquire waits in the identify queue on the child's behalf.
 func (ch *channel) acquire(shard int, seq uint64) {
+	if ch.hold != nil {
+		select {
+		case <-ch.hold:
+		case <-ch.ctx.Done():
+			ch.mu.Lock()
+			ch.requests--
+			ch.mu.Unlock()
+			return
+		}
+	}
 	l, err := ch.queue.Acquire(ch.ctx, shard)
 	ch.mu.Lock()
 	ch.requests--

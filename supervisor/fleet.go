@@ -337,12 +337,12 @@ func (ch *channel) fleetReply(m *wire.FleetReply) error {
 }
 
 func (ch *channel) checkHello(m wire.Message) error {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if !ch.helloed {
+	select {
+	case <-ch.helloed:
+		return nil
+	default:
 		return fmt.Errorf("%s before hello", m.Type())
 	}
-	return nil
 }
 
 // noteReady records that the cluster has been ready in this process: from

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -106,11 +107,17 @@ func fakeChild() int {
 	}
 	conn := wire.NewConn(nc, 5*time.Second)
 	m, err := conn.Read()
-	if w, ok := m.(*wire.Welcome); err != nil || !ok || w.Token.Reveal() != "test-token" {
+	w, ok := m.(*wire.Welcome)
+	if err != nil || !ok || w.Token.Reveal() != "test-token" {
 		fmt.Fprintln(os.Stderr, "fake child: no welcome", err)
 		return 70
 	}
 	b := behaviour(id)
+	// "handoff" behaviours take part in handoffs: a replacement reports
+	// its shards down until the handoff ended.
+	handoff := strings.HasPrefix(b, "handoff")
+	var handed atomic.Bool
+	handed.Store(!w.Handoff || !handoff) // a child that takes no handoffs ignores the flag
 	event("start %d %d %d %s", id, os.Getpid(), time.Now().UnixNano(), b)
 	term := make(chan os.Signal, 1)
 	if b == "ignore-term" {
@@ -118,11 +125,15 @@ func fakeChild() int {
 	} else {
 		signal.Notify(term, syscall.SIGTERM)
 	}
-	conn.Write(&wire.Hello{ClusterID: id, PID: os.Getpid(), ShardIDs: shards})
+	conn.Write(&wire.Hello{ClusterID: id, PID: os.Getpid(), ShardIDs: shards, Handoff: handoff})
 	ready := func() *wire.Status {
 		st := &wire.Status{}
+		state := wire.ShardReady
+		if !handed.Load() {
+			state = wire.ShardDown
+		}
 		for _, s := range shards {
-			st.Shards = append(st.Shards, wire.ShardStatus{ID: s, State: wire.ShardReady, Since: time.Now(), Guilds: 1})
+			st.Shards = append(st.Shards, wire.ShardStatus{ID: s, State: state, Since: time.Now(), Guilds: 1})
 		}
 		return st
 	}
@@ -164,8 +175,37 @@ func fakeChild() int {
 			if err != nil {
 				return
 			}
-			if r, ok := m.(*wire.MetricsRequest); ok && b != "slow-metrics" {
-				conn.Write(&wire.Metrics{ID: r.ID, Data: []byte("metrics of " + strconv.Itoa(id))})
+			switch m.(type) {
+			case *wire.HandoffRequest, *wire.HandoffShard, *wire.HandoffEnd, *wire.HandoffAbort:
+				if !handoff { // as a binary from before handoffs, which knows no such type
+					event("breach %d %d %s", id, os.Getpid(), m.Type())
+					os.Exit(70)
+				}
+			}
+			switch m := m.(type) {
+			case *wire.MetricsRequest:
+				if b != "slow-metrics" {
+					conn.Write(&wire.Metrics{ID: m.ID, Data: []byte("metrics of " + strconv.Itoa(id))})
+				}
+			case *wire.HandoffRequest:
+				event("freeze %d %d", id, os.Getpid())
+				for _, s := range shards {
+					conn.Write(&wire.HandoffShard{Shard: s, SessionID: mustToken("session-" + strconv.Itoa(s)), Seq: 5, Snapshot: []byte("state"), More: true})
+					conn.Write(&wire.HandoffShard{Shard: s, Snapshot: []byte(" of " + strconv.Itoa(s))})
+				}
+				conn.Write(&wire.HandoffEnd{Shards: len(shards)})
+			case *wire.HandoffAbort:
+				event("abort %d %d", id, os.Getpid())
+			case *wire.HandoffShard:
+				if m.SessionID.Reveal() != "" {
+					event("got %d %d %d %s", id, os.Getpid(), m.Shard, m.SessionID.Reveal())
+				}
+			case *wire.HandoffEnd:
+				event("handed %d %d", id, os.Getpid())
+				if b == "handoff-crash-after" {
+					os.Exit(3)
+				}
+				handed.Store(true)
 			}
 		}
 	}()
@@ -184,6 +224,14 @@ func fakeChild() int {
 			return 0
 		}
 	}
+}
+
+func mustToken(v string) secret.Token {
+	t, err := secret.NewToken(v)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }
 
 // helperConfig is the helper supervisor's configuration, passed as JSON in

@@ -18,7 +18,11 @@ type runner struct {
 	sup     *Supervisor
 	cluster Cluster
 	log     *slog.Logger
-	roll    chan struct{} // a rolling restart asks for a fresh process
+	// roll is a rolling restart asking for a fresh process; the runner
+	// answers on the channel it sends: an error if the replacement failed
+	// and the old process goes on serving, else nil (then the new process
+	// may still be on its way to ready).
+	roll chan chan error
 
 	mu sync.Mutex
 	ch *channel // the current process's channel; nil between processes
@@ -28,7 +32,7 @@ type runner struct {
 }
 
 func newRunner(s *Supervisor, c Cluster) *runner {
-	return &runner{sup: s, cluster: c, log: s.log.With("cluster_id", c.ID), roll: make(chan struct{})}
+	return &runner{sup: s, cluster: c, log: s.log.With("cluster_id", c.ID), roll: make(chan chan error)}
 }
 
 // channel returns the current process's channel, or nil.
@@ -98,7 +102,8 @@ func (r *runner) run() error {
 		t := time.NewTimer(d.Delay)
 		select {
 		case <-t.C:
-		case <-r.roll: // a rolling restart does not wait for the backoff
+		case reply := <-r.roll: // a rolling restart does not wait for the backoff
+			reply <- nil
 		case <-r.sup.stopping:
 		}
 		t.Stop()
@@ -126,55 +131,49 @@ func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 
 // runOnce starts one process and supervises it until it has exited; the
 // error is the one that kept it from starting.
+// A rolling restart that hands the sessions over replaces the process
+// without runOnce returning: it goes on with the replacement.
 func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
-	started := time.Now()
-	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.sup.cfg.Plan.ShardCount)
+	g, err := r.launch(false)
 	if err != nil {
 		r.log.Error("start cluster process", "err", err)
 		exit := Exit{Code: -1, Reason: ReasonExit}
 		r.recordExit(exit, 0)
 		return exit, nil, err
 	}
-	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
-	ch.fleet.router = r.sup.fleet
-	ch.start(r.sup.cfg.Token)
-	r.setChannel(ch)
-	pid := proc.PID()
-	r.log.Info("cluster process started", "pid", pid, "shards", FormatIDs(r.cluster.Shards))
-	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
-		c.State, c.PID, c.StartedAt = ClusterStarting, pid, started
-		c.Generation++
-		c.Backoff, c.NextStart = 0, time.Time{}
-		c.resetShards(started)
-	})
-
-	exited := make(chan Exit, 1)
-	go func() { exited <- proc.Wait() }()
-	exit := r.supervise(proc, ch, exited)
-	exit.PID = pid
-
-	_ = proc.KillGroup() // whatever it left behind in its process group
-	ch.close()
-	r.setChannel(nil)
-	r.recordExit(exit, pid)
-	return exit, ch.fatalReport(), nil
+	r.takeOver(g)
+	for {
+		exit, next := r.supervise(g)
+		if next != nil {
+			g = next
+			continue
+		}
+		exit.PID = g.pid
+		_ = g.proc.KillGroup() // whatever it left behind in its process group
+		g.ch.close()
+		r.setChannel(nil)
+		r.recordExit(exit, g.pid)
+		return exit, g.ch.fatalReport(), nil
+	}
 }
 
-// supervise waits for the process to exit, ending it first when it must go.
-func (r *runner) supervise(proc Process, ch *channel, exited <-chan Exit) Exit {
+// supervise waits for the process to exit, ending it first when it must go;
+// or, after a rolling restart's handoff, returns its replacement.
+func (r *runner) supervise(g *generation) (Exit, *generation) {
+	proc, ch, exited := g.proc, g.ch, g.exited
 	cfg := r.sup.cfg
 	watch := time.NewTicker(min(cfg.ChildWatchdog/4, time.Second))
 	defer watch.Stop()
 	for {
 		select {
 		case e := <-exited:
-			return e
+			return e, nil
 		case err := <-ch.broken:
 			r.log.Error("cutting off cluster process", "pid", proc.PID(), "err", err)
 			_ = proc.KillGroup()
 			e := <-exited
 			e.Reason = ReasonProtocol
-			return e
+			return e, nil
 		case <-watch.C:
 			if silent := time.Since(ch.lastHeard()); silent > cfg.ChildWatchdog {
 				r.log.Error("cluster process silent on its channel; killing it", "pid", proc.PID(),
@@ -182,16 +181,25 @@ func (r *runner) supervise(proc Process, ch *channel, exited <-chan Exit) Exit {
 				_ = proc.KillGroup()
 				e := <-exited
 				e.Reason = ReasonWatchdog
-				return e
+				return e, nil
 			}
-		case <-r.roll:
+		case reply := <-r.roll:
+			if !cfg.NoHandoff && ch.canHandoff() {
+				next, err := r.handoff(g)
+				reply <- err
+				if next != nil {
+					return Exit{}, next
+				}
+				continue
+			}
+			reply <- nil
 			r.log.Info("rolling restart: stopping cluster process", "pid", proc.PID())
 			ch.retire()
 			e := r.stop(proc, exited, time.After(cfg.ShutdownTimeout))
 			if !r.sup.isStopping() {
 				e.Reason = ReasonRolling
 			}
-			return e
+			return e, nil
 		case <-r.sup.stopping:
 			ch.retire()
 			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopping })
@@ -202,14 +210,14 @@ func (r *runner) supervise(proc Process, ch *channel, exited <-chan Exit) Exit {
 				r.mu.Unlock()
 			}
 			e.Reason = ReasonStop
-			return e
+			return e, nil
 		}
 	}
 }
 
 // stop sends SIGTERM and waits for the exit; when timeout (nil: none) or
 // the supervisor's hurry comes first, it kills the whole process group.
-func (r *runner) stop(proc Process, exited <-chan Exit, timeout <-chan time.Time) Exit {
+func (r *runner) stop(proc Process, exited chan Exit, timeout <-chan time.Time) Exit {
 	_ = proc.Signal(syscall.SIGTERM)
 	select {
 	case e := <-exited:

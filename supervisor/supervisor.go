@@ -32,6 +32,9 @@ type Config struct {
 	Token secret.Token
 	// Queue paces every child's IDENTIFYs.
 	Queue identify.Acquirer
+	// NoHandoff makes a rolling restart stop each process (its sessions
+	// close) before it starts the new one, as before handoffs existed.
+	NoHandoff bool
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
@@ -245,8 +248,17 @@ func (s *Supervisor) RollingRestart() {
 // rollOne restarts one cluster and waits until its new process is ready.
 func (s *Supervisor) rollOne(r *runner) error {
 	before, _ := s.store.Cluster(r.cluster.ID)
+	reply := make(chan error, 1)
 	select {
-	case r.roll <- struct{}{}:
+	case r.roll <- reply:
+	case <-s.stopping:
+		return errors.New("supervisor stopping")
+	}
+	select {
+	case err := <-reply:
+		if err != nil {
+			return err
+		}
 	case <-s.stopping:
 		return errors.New("supervisor stopping")
 	}

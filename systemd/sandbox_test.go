@@ -269,28 +269,44 @@ func (st *state) reload(t *testing.T) {
 	if got := st.sd.Show(svc, "MainPID"); got != main {
 		t.Errorf("the reload replaced the supervisor (pid %s → %s); it should roll only the clusters", main, got)
 	}
-	// One at a time: a cluster's old sessions ended only once the cluster
-	// before it had its new sessions.
+	// The sessions were handed over: no IDENTIFY, every shard RESUMEd,
+	// none ended; and one cluster at a time: a cluster's RESUMEs all came
+	// after the cluster before it had its own.
 	r, err := st.fake.Record()
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldEnd, newStart := map[int]time.Time{}, map[int]time.Time{}
-	for _, s := range r.Sessions {
-		c := s.Shard / perCluster
-		if s.Start.Before(reloaded) && !s.End.IsZero() && s.End.After(reloaded) {
-			if oldEnd[c].IsZero() || s.End.Before(oldEnd[c]) {
-				oldEnd[c] = s.End
-			}
-		}
-		if s.Start.After(reloaded) && s.Start.After(newStart[c]) {
-			newStart[c] = s.Start
+	for _, id := range r.Identifies {
+		if id.At.After(reloaded) {
+			t.Errorf("shard %d identified during the reload", id.Shard)
 		}
 	}
+	first, last, resumed := map[int]time.Time{}, map[int]time.Time{}, map[int]bool{}
+	for _, rr := range r.Resumes {
+		if rr.At.Before(reloaded) || rr.Outcome != discordtest.OutcomeResumed {
+			continue
+		}
+		c := rr.Shard / perCluster
+		resumed[rr.Shard] = true
+		if first[c].IsZero() || rr.At.Before(first[c]) {
+			first[c] = rr.At
+		}
+		if rr.At.After(last[c]) {
+			last[c] = rr.At
+		}
+	}
+	if len(resumed) != clusters*perCluster {
+		t.Errorf("%d shards RESUMEd during the reload, want all %d", len(resumed), clusters*perCluster)
+	}
 	for c := 1; c < clusters; c++ {
-		if oldEnd[c].Before(newStart[c-1]) {
-			t.Errorf("cluster %d went down (%v) before cluster %d was back (%v): not one at a time",
-				c, oldEnd[c].Format(time.StampMilli), c-1, newStart[c-1].Format(time.StampMilli))
+		if first[c].Before(last[c-1]) {
+			t.Errorf("cluster %d resumed (%v) before cluster %d was done (%v): not one at a time",
+				c, first[c].Format(time.StampMilli), c-1, last[c-1].Format(time.StampMilli))
+		}
+	}
+	for _, s := range r.Sessions {
+		if !s.End.IsZero() && s.End.After(reloaded) {
+			t.Errorf("shard %d's session ended during the reload (%d by %s)", s.Shard, s.CloseCode, s.ClosedBy)
 		}
 	}
 	t.Logf("reload: %d clusters rolled in %v", clusters, time.Since(reloaded).Round(time.Millisecond))

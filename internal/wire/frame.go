@@ -39,14 +39,19 @@ const (
 	TypeMetricsRequest  Type = 7 // [P→C] send your metrics
 	TypeMetrics         Type = 8 // [C→P] metrics (binary payload)
 	TypeFatal           Type = 9 // [C→P] a fatal gateway close: the child exits 78 next
+	// The handoff of a rolling restart (handoff.go).
+	TypeHandoffRequest Type = 10 // [P→C] freeze your shards and hand them over
+	TypeHandoffShard   Type = 11 // [C→P→C] one shard's session and a chunk of its State
+	TypeHandoffEnd     Type = 12 // [C→P→C] every shard handed over, or why not
+	TypeHandoffAbort   Type = 13 // [P→C] the replacement failed: resume your own sessions
 )
 
 // Fleet call message types (fleet.go).
 const (
-	TypeFleetCall    Type = 10 // [C→P] route a named request to one or every cluster
-	TypeFleetRequest Type = 11 // [P→C] a cluster's part of a fleet call
-	TypeFleetReply   Type = 12 // [C→P] its answer
-	TypeFleetAnswer  Type = 13 // [P→C] one cluster's answer, to the caller
+	TypeFleetCall    Type = 14 // [C→P] route a named request to one or every cluster
+	TypeFleetRequest Type = 15 // [P→C] a cluster's part of a fleet call
+	TypeFleetReply   Type = 16 // [C→P] its answer
+	TypeFleetAnswer  Type = 17 // [P→C] one cluster's answer, to the caller
 )
 
 var typeNames = [...]string{
@@ -56,6 +61,8 @@ var typeNames = [...]string{
 	TypeMetrics: "metrics", TypeFatal: "fatal",
 	TypeFleetCall: "fleet-call", TypeFleetRequest: "fleet-request",
 	TypeFleetReply: "fleet-reply", TypeFleetAnswer: "fleet-answer",
+	TypeHandoffRequest: "handoff-request", TypeHandoffShard: "handoff-shard",
+	TypeHandoffEnd: "handoff-end", TypeHandoffAbort: "handoff-abort",
 }
 
 func (t Type) String() string {
@@ -77,8 +84,11 @@ const (
 func MaxPayload(t Type) int {
 	switch t {
 	case TypeHello, TypeWelcome, TypeIdentifyRequest, TypeIdentifyGrant,
-		TypeIdentifyDone, TypeMetricsRequest, TypeFatal:
+		TypeIdentifyDone, TypeMetricsRequest, TypeFatal,
+		TypeHandoffRequest, TypeHandoffEnd, TypeHandoffAbort:
 		return MaxSmall
+	case TypeHandoffShard:
+		return MaxHandoff
 	case TypeStatus:
 		return MaxStatus
 	case TypeMetrics:

@@ -30,6 +30,10 @@ type Hello struct {
 	PID       int    `json:"pid"`
 	ShardIDs  []int  `json:"shard_ids"`
 	Build     string `json:"build,omitempty"` // the child binary's version
+	// Handoff says that the child takes part in a rolling restart's
+	// handoff (handoff.go): it can hand its shards over, and it waited for
+	// them if its Welcome said Handoff.
+	Handoff bool `json:"handoff,omitempty"`
 }
 
 // Welcome is the supervisor's first message: what the child needs and must
@@ -40,6 +44,9 @@ type Welcome struct {
 	// must not send them to one that does not, an older version that
 	// would take them for a protocol violation.
 	Fleet bool `json:"-"`
+	// Handoff tells a replacement to connect no shard before the handoff
+	// of its predecessor ends (HandoffEnd), and to RESUME those handed over.
+	Handoff bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -177,12 +184,13 @@ func (m *Welcome) Validate() error {
 
 // welcomeWire is Welcome as it travels: the only place the token is revealed.
 type welcomeWire struct {
-	Token string `json:"token"`
-	Fleet bool   `json:"fleet,omitempty"`
+	Token   string `json:"token"`
+	Fleet   bool   `json:"fleet,omitempty"`
+	Handoff bool   `json:"handoff,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
-	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet})
+	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet, Handoff: m.Handoff})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -190,7 +198,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	m.Token, m.Fleet = secret.Token{}, w.Fleet
+	m.Token, m.Fleet, m.Handoff = secret.Token{}, w.Fleet, w.Handoff
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -261,6 +269,14 @@ func newMessage(t Type) Message {
 		return new(Metrics)
 	case TypeFatal:
 		return new(Fatal)
+	case TypeHandoffRequest:
+		return new(HandoffRequest)
+	case TypeHandoffShard:
+		return new(HandoffShard)
+	case TypeHandoffEnd:
+		return new(HandoffEnd)
+	case TypeHandoffAbort:
+		return new(HandoffAbort)
 	}
 	return newFleetMessage(t)
 }

@@ -33,6 +33,9 @@ func sampleMessages(t testing.TB) []Message {
 	return append([]Message{
 		&Hello{ClusterID: 3, PID: 4242, ShardIDs: []int{15, 16, 17}, Build: "v1.0.0"},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true},
+		&Welcome{Token: mustToken(t, "abc.def.ghi")},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true},
+		&Hello{ClusterID: 1, PID: 7, ShardIDs: []int{2}, Handoff: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
 			{ID: 16, State: ShardQueued, Since: at},
@@ -43,6 +46,11 @@ func sampleMessages(t testing.TB) []Message {
 		&MetricsRequest{ID: 99},
 		&Metrics{ID: 99, Data: []byte{1, 2, 3}},
 		&Fatal{Shard: 15, Code: 4014, Reason: "disallowed intents"},
+		&HandoffRequest{},
+		&HandoffShard{Shard: 15, SessionID: mustToken(t, "0123abcd"), Seq: 42, ResumeURL: "wss://gateway-us-east1-b.discord.gg", Snapshot: []byte{9, 8, 7}, More: true},
+		&HandoffShard{Shard: 16, Reason: "no session"},
+		&HandoffEnd{Shards: 2},
+		&HandoffAbort{Reason: "the new process exited"},
 	}, fleetSamples()...)
 }
 
@@ -65,9 +73,16 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Decode(%s): %v", typ, err)
 		}
+		if w, ok := want.(*HandoffShard); ok {
+			g := got.(*HandoffShard)
+			if g.SessionID.Reveal() != w.SessionID.Reveal() || fmt.Sprint(g) != fmt.Sprint(w) || !bytes.Equal(g.Snapshot, w.Snapshot) {
+				t.Errorf("handoff round trip: got %v", g)
+			}
+			continue
+		}
 		if w, ok := want.(*Welcome); ok {
 			g := got.(*Welcome)
-			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet {
+			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet || g.Handoff != w.Handoff {
 				t.Errorf("welcome round trip: got %+v", g)
 			}
 			continue
