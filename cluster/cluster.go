@@ -237,7 +237,8 @@ func reportGap(shards int) time.Duration {
 // wrapping ErrConnectHung when a connect hangs; the caller exits then (a hung
 // discordgo session cannot be closed).
 func (c *Cluster) Run(ctx context.Context) error {
-	shardCtx, stop := context.WithCancel(context.WithValue(ctx, localKey{}, c.local)) // for FleetFrom
+	ctx = context.WithValue(ctx, localKey{}, c.local) // for FleetFrom, in shards and commands alike
+	shardCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	// Commands get a context of their own: after a handoff they may finish
 	// (over REST) while the process exits.
