@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/bwmarrin/discordgo"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shardvisor/shardvisor/discordtest"
@@ -166,5 +168,55 @@ func TestFrozenGateWritesNothing(t *testing.T) {
 	case <-g2.freeze():
 	default:
 		t.Fatal("a failed reader is not drained at the freeze")
+	}
+}
+
+// A command running when its shard is frozen for a handoff finishes, its
+// context alive, before the process's Run returns.
+func TestHandoffLetsCommandsFinish(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	ctxErr := make(chan error, 1)
+	fx := startClusterWith(t, discordtest.Options{Guilds: 1, Shards: 1}, []int{0}, setup{bot: func(b *Bot) {
+		b.Command(&discordgo.ApplicationCommand{Name: "slow", Description: "waits"}, func(i *Interaction) error {
+			close(started)
+			<-release
+			ctxErr <- i.Context.Err()
+			return i.Reply("done")
+		})
+	}})
+	fx.waitStatus(t, "ready", allReady)
+	replied := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		rep, err := fx.fake.Interact(ctx, discordtest.Interaction{GuildID: fx.fake.GuildIDs()[0], Command: "slow"})
+		if err != nil {
+			rep.Content = err.Error()
+		}
+		replied <- rep.Content
+	}()
+	<-started
+	fx.c.frozen.Store(true) // as handOver does
+	fx.c.shards[0].freeze(fx.c.fields, fx.c.fieldsErr)
+	fx.cancel()
+	select {
+	case err := <-fx.done:
+		fx.done <- err
+		close(release)
+		t.Fatal("Run returned while a command was running")
+	case <-time.After(50 * time.Millisecond): // not a timed assertion: Run must not return at all before release
+	}
+	close(release)
+	if err := <-ctxErr; err != nil {
+		t.Errorf("the command's context ended at the freeze: %v", err)
+	}
+	if got := <-replied; got != "done" {
+		t.Errorf("reply %q", got)
+	}
+	select {
+	case err := <-fx.done:
+		fx.done <- err
+	case <-time.After(patience):
+		t.Fatal("Run did not return")
 	}
 }
