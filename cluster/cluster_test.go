@@ -23,7 +23,12 @@ import (
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// discordgo's own reconnect loop outlives Close, and only
+// TestDiscordgoPayloadsStartWithOp's bare session runs it: every session of
+// a cluster has ShouldReconnectOnError off (shard.go).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/bwmarrin/discordgo.(*Session).reconnect"))
+}
 
 // patience bounds every wait on an event, for a busy 2-core machine under
 // the race detector.

@@ -31,7 +31,7 @@ import (
 // byte it writes is recorded and split into websocket messages here, with a
 // parser of the test's own rather than the gate's frameScanner.
 func TestDiscordgoPayloadsStartWithOp(t *testing.T) {
-	fake, err := discordtest.NewServer(discordtest.Options{Shards: 1, HeartbeatInterval: 20 * time.Millisecond,
+	fake, err := discordtest.NewServer(discordtest.Options{Shards: 1, HeartbeatInterval: time.Second,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +39,10 @@ func TestDiscordgoPayloadsStartWithOp(t *testing.T) {
 	defer fake.Close()
 	base, _ := apiurl.Parse(fake.URL())
 
+	// A heartbeat interval of a second: discordgo sends one at HELLO on
+	// each connection, which is all the test needs, and a busy machine is
+	// less likely to miss five ACKs in a row and reconnect (TestMain
+	// ignores discordgo's reconnect loop, which outlives Close).
 	rec := &recordingDialer{wrote: make(chan struct{}, 1)}
 	s, _ := discordgo.New("Bot " + fake.Token())
 	s.Client = HTTPClient(base)
