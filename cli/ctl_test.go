@@ -41,7 +41,9 @@ func TestCtl(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "cluster 1 restarted and ready") {
 		t.Fatalf("ctl restart 1: exit %d\n%s", code, out)
 	}
-	snap := p.until(t, "cluster 1 replaced", func(s supervisor.Snapshot) bool { return s.Clusters[1].Generation == 2 })
+	snap := p.until(t, "cluster 1 replaced and its old process retired", func(s supervisor.Snapshot) bool {
+		return s.Clusters[1].Generation == 2 && s.Clusters[1].RestartsBy[supervisor.ReasonRolling] == 1
+	})
 	if snap.Clusters[0].Generation != 1 || snap.Clusters[1].RestartsBy[supervisor.ReasonRolling] != 1 {
 		t.Errorf("after ctl restart 1: generations %d, %d, restarts of 1 %v", snap.Clusters[0].Generation, snap.Clusters[1].Generation, snap.Clusters[1].RestartsBy)
 	}

@@ -32,7 +32,7 @@ func TestForwardNeedsTheSecret(t *testing.T) {
 		return s
 	}
 	post := func(s *Supervisor, auth string) (int, string) {
-		req := httptest.NewRequest(http.MethodPost, "/fleet/forward", strings.NewReader(`{"name":"x","clusters":[0],"timeout_ns":1000000}`))
+		req := httptest.NewRequest(http.MethodPost, "/fleet/forward", strings.NewReader(`{"name":"x","clusters":[0],"timeout_ns":1000000000}`))
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
