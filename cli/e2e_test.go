@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -141,9 +142,8 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
-// checkMetrics reads /metrics and checks that every cluster's series are
-// there under cluster_id, beside the supervisor's own.
-func checkMetrics(t *testing.T, p *proc) {
+// metrics reads and parses the supervisor's /metrics.
+func (p *proc) metrics(t *testing.T) map[string]*dto.MetricFamily {
 	t.Helper()
 	code, body, err := p.get("/metrics")
 	if err != nil || code != 200 {
@@ -154,6 +154,14 @@ func checkMetrics(t *testing.T, p *proc) {
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
+	return fams
+}
+
+// checkMetrics reads /metrics and checks that every cluster's series are
+// there under cluster_id, beside the supervisor's own.
+func checkMetrics(t *testing.T, p *proc) {
+	t.Helper()
+	fams := p.metrics(t)
 	perCluster := func(name string) map[string]bool {
 		ids := map[string]bool{}
 		for _, m := range fams[name].GetMetric() {

@@ -9,9 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/shardvisor/shardvisor/discordtest"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
@@ -250,15 +247,7 @@ func stateOf(t *testing.T, fake *discordtest.Server) map[int]string {
 // labels contain match ("" for all).
 func metricSum(t *testing.T, p *proc, name, match string) float64 {
 	t.Helper()
-	code, body, err := p.get("/metrics")
-	if err != nil || code != 200 {
-		t.Fatalf("/metrics: %d %v", code, err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fams := p.metrics(t)
 	var sum float64
 	for _, m := range fams[name].GetMetric() {
 		var labels []string

@@ -382,16 +382,7 @@ func TestCloseIsParallelAndEndsSessions(t *testing.T) {
 	fx := startCluster(t, discordtest.Options{Guilds: 8, Shards: 4, MaxConcurrency: 4}, []int{0, 1, 2, 3})
 	fx.waitStatus(t, "all ready", allReady)
 	began := time.Now()
-	fx.cancel()
-	select {
-	case err := <-fx.done:
-		fx.done <- err
-		if err != nil {
-			t.Fatalf("Run after cancel: %v", err)
-		}
-	case <-time.After(patience):
-		t.Fatal("did not stop")
-	}
+	fx.stop(t)
 	// discordgo sleeps 1 s in each close: in series four would take 4 s.
 	if took := time.Since(began); took > 3*time.Second {
 		t.Errorf("closing 4 sessions took %v: not in parallel", took)
