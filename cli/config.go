@@ -25,6 +25,7 @@ type supervisorCfg struct {
 	log        *slog.Logger
 	gw         gatewaySettings
 	plan       supervisor.PlanConfig // Shards unset when autoShards
+	planned    *supervisor.Plan      // the plan, checked against this machine, unless autoShards
 	autoShards bool
 	clustersBy string // the flag that splits the shards: -shards-per-cluster or -clusters
 	remote     *identify.Remote
@@ -117,6 +118,7 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		if err := checkPlanLimits(plan, cfg.clustersBy, nil, hostLimits(), cfg.log); err != nil {
 			return nil, err
 		}
+		cfg.planned = &plan
 	}
 	cfg.reapAlways, cfg.reapAuto = f.reap == "always", f.reap == "auto"
 	if !cfg.reapAlways && !cfg.reapAuto && f.reap != "never" {
@@ -127,9 +129,6 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 	}
 	return cfg, nil
 }
-
-// planFlag names the flag to blame for the size of the plan's clusters.
-func (cfg *supervisorCfg) planFlag() string { return cfg.clustersBy }
 
 // checkAddr checks a host:port flag: a port number in 0-65535 (or a
 // service name) and a host that is empty, an IP address or a name.

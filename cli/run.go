@@ -207,16 +207,24 @@ func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startu
 		log.Info("gateway/bot", "recommended_shards", g.Shards, "max_concurrency", g.MaxConcurrency,
 			"session_starts_remaining", g.Budget.Remaining, "session_start_limit", g.Budget.Total)
 	}
-	plan, err := supervisor.NewPlan(pc)
-	if err != nil {
-		return st, configError(err)
-	}
 	var budget *identify.Budget
 	if st.gb != nil && cfg.remote == nil {
 		budget = &st.gb.Budget
 	}
-	if err := checkPlanLimits(plan, cfg.planFlag(), budget, hostLimits(), log); err != nil {
-		return st, err
+	var plan supervisor.Plan
+	if cfg.planned != nil { // planned and checked against this machine with the flags: only the budget is new
+		plan = *cfg.planned
+		if err := checkPlanLimits(plan, cfg.clustersBy, budget, machine{}, log); err != nil {
+			return st, err
+		}
+	} else {
+		var err error
+		if plan, err = supervisor.NewPlan(pc); err != nil {
+			return st, configError(err)
+		}
+		if err := checkPlanLimits(plan, cfg.clustersBy, budget, hostLimits(), log); err != nil {
+			return st, err
+		}
 	}
 	st.plan = plan
 	if plan.Clusters[0].ID == 0 {
