@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/shardvisor/shardvisor/internal/secret"
@@ -24,7 +22,6 @@ type fleetFlags struct {
 const (
 	fleetSecretEnv        = envPrefix + "_FLEET_SECRET"
 	fleetSecretCredential = "fleet-secret"
-	maxFleetSecretFile    = 4096
 )
 
 func (f *fleetFlags) register(fs *flag.FlagSet) {
@@ -56,34 +53,9 @@ func (f *fleetFlags) load(getenv func(string) (string, bool)) (*supervisor.Peers
 }
 
 func (f *fleetFlags) secret(getenv func(string) (string, bool)) (secret.Token, error) {
-	path := f.secretFile
-	if path == "" {
-		if v, ok := getenv(fleetSecretEnv); ok && v != "" {
-			t, err := secret.NewToken(v)
-			if err != nil {
-				return t, fmt.Errorf("read %s: %w", fleetSecretEnv, err)
-			}
-			return t, nil
-		}
-		if dir, ok := getenv("CREDENTIALS_DIRECTORY"); ok && dir != "" {
-			if _, err := os.Stat(filepath.Join(dir, fleetSecretCredential)); err == nil {
-				path = filepath.Join(dir, fleetSecretCredential)
-			}
-		}
+	t, _, err := secret.Find(secret.Places{File: f.secretFile, Env: fleetSecretEnv, Credential: fleetSecretCredential, What: "fleet secret"}, getenv)
+	if errors.Is(err, secret.ErrNotFound) {
+		return secret.Token{}, nil // without one, forwarded calls are refused
 	}
-	if path == "" {
-		return secret.Token{}, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return secret.Token{}, fmt.Errorf("read fleet secret: %w", err)
-	}
-	if len(b) > maxFleetSecretFile {
-		return secret.Token{}, fmt.Errorf("read fleet secret %s: larger than %d bytes", path, maxFleetSecretFile)
-	}
-	t, err := secret.NewToken(string(b))
-	if err != nil {
-		return t, fmt.Errorf("read fleet secret %s: %w", path, err)
-	}
-	return t, nil
+	return t, err
 }

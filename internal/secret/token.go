@@ -84,48 +84,68 @@ var ErrNoToken = errors.New("no Discord token: set DISCORD_TOKEN, pass -token-fi
 // getenv is os.LookupEnv in production. Errors name the place that was
 // wrong, never the token.
 func Load(tokenFile string, getenv func(string) (string, bool)) (Token, Source, error) {
-	if tokenFile != "" {
-		t, err := readFile(tokenFile)
+	t, src, err := Find(Places{File: tokenFile, Env: "DISCORD_TOKEN", Credential: CredentialName, What: "token file"}, getenv)
+	if errors.Is(err, ErrNotFound) {
+		return t, src, ErrNoToken
+	}
+	return t, src, err
+}
+
+// Places are where a secret is looked for, in order: File if not empty,
+// else the variable Env if set and not empty, else the systemd credential
+// $CREDENTIALS_DIRECTORY/Credential. What names the file in errors.
+type Places struct {
+	File, Env, Credential, What string
+}
+
+// ErrNotFound is returned by Find when the secret is in none of its places.
+var ErrNotFound = errors.New("secret not found")
+
+// Find reads the secret from the first of its places that has it; the
+// Source is SourceFile, the variable's name, or SourceCredential.
+func Find(p Places, getenv func(string) (string, bool)) (Token, Source, error) {
+	if p.File != "" {
+		t, err := readFile(p.File, p.What)
 		return t, SourceFile, err
 	}
-	if v, ok := getenv("DISCORD_TOKEN"); ok && v != "" { // empty counts as unset, as compose's ${DISCORD_TOKEN} leaves it
+	if v, ok := getenv(p.Env); ok && v != "" { // empty counts as unset, as compose's ${VAR} leaves it
 		t, err := NewToken(v)
 		if err != nil {
-			return Token{}, SourceEnv, fmt.Errorf("read DISCORD_TOKEN: %w", err)
+			return Token{}, Source(p.Env), fmt.Errorf("read %s: %w", p.Env, err)
 		}
-		return t, SourceEnv, nil
+		return t, Source(p.Env), nil
 	}
 	if dir, ok := getenv("CREDENTIALS_DIRECTORY"); ok && dir != "" {
-		p := filepath.Join(dir, CredentialName)
-		if _, err := os.Stat(p); err == nil {
-			t, err := readFile(p)
+		path := filepath.Join(dir, p.Credential)
+		if _, err := os.Stat(path); err == nil {
+			t, err := readFile(path, p.What)
 			return t, SourceCredential, err
 		}
 	}
-	return Token{}, "", ErrNoToken
+	return Token{}, "", ErrNotFound
 }
 
-// maxTokenFile bounds what is read from a token file: tokens are ~72 bytes,
-// so anything much larger is the wrong file.
+// maxTokenFile bounds what is read from a secret's file: tokens are ~72
+// bytes, so anything much larger is the wrong file.
 const maxTokenFile = 4096
 
-func readFile(path string) (Token, error) {
+func readFile(path, what string) (Token, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Token{}, fmt.Errorf("read token file: %w", err)
+		return Token{}, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer f.Close()
 	buf := make([]byte, maxTokenFile+1)
 	n, err := f.Read(buf)
 	if err != nil && n == 0 {
-		return Token{}, fmt.Errorf("read token file %s: %w", path, err)
+		return Token{}, fmt.Errorf("read %s %s: %w", what, path, err)
 	}
 	if n > maxTokenFile {
-		return Token{}, fmt.Errorf("read token file %s: larger than %d bytes, not a token", path, maxTokenFile)
+		return Token{}, fmt.Errorf("read %s %s: larger than %d bytes, not a token", what, path, maxTokenFile)
 	}
 	t, err := NewToken(string(buf[:n]))
 	if err != nil {
-		return Token{}, fmt.Errorf("read token file %s: %w", path, err)
+		return Token{}, fmt.Errorf("read %s %s: %w", what, path, err)
 	}
 	return t, nil
 }
