@@ -15,7 +15,7 @@ import (
 // the supervisor's GET /fleet/guilds/{id}).
 func runGuild(args []string, stdout io.Writer, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("guild", flag.ContinueOnError)
-	addr := fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
+	addr := addrFlag(fs, getenv)
 	// The id comes first or last: shardvisor guild ID [-addr A], or
 	// shardvisor guild [-addr A] ID.
 	var id string

@@ -22,7 +22,7 @@ import (
 // a glance.
 func runStatus(args []string, stdout io.Writer, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	addr := fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
+	addr := addrFlag(fs, getenv)
 	shards := fs.Bool("shards", false, "list every shard, not only those that are not ready")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
@@ -39,7 +39,7 @@ func runStatus(args []string, stdout io.Writer, getenv lookupEnv) error {
 // HEALTHCHECK without a shell or curl in the image.
 func runHealthcheck(args []string, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	addr := fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
+	addr := addrFlag(fs, getenv)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
@@ -57,6 +57,11 @@ func runHealthcheck(args []string, getenv lookupEnv) error {
 		return errors.New(strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// addrFlag is -addr of the modes that ask a running supervisor.
+func addrFlag(fs *flag.FlagSet, getenv lookupEnv) *string {
+	return fs.String("addr", localAddr(getenv.get), "the supervisor's -metrics-addr (default: $SHARDVISOR_METRICS_ADDR, on loopback)")
 }
 
 // localAddr is where status and healthcheck find the supervisor by
