@@ -63,6 +63,7 @@ var typeNames = [...]string{
 	TypeFleetReply: "fleet-reply", TypeFleetAnswer: "fleet-answer",
 	TypeHandoffRequest: "handoff-request", TypeHandoffShard: "handoff-shard",
 	TypeHandoffEnd: "handoff-end", TypeHandoffAbort: "handoff-abort",
+	TypeSessionCheckpoint: "session-checkpoint",
 }
 
 func (t Type) String() string {
@@ -91,6 +92,8 @@ func MaxPayload(t Type) int {
 		return MaxHandoff
 	case TypeStatus:
 		return MaxStatus
+	case TypeSessionCheckpoint:
+		return MaxCheckpoint
 	case TypeMetrics:
 		return MaxMetrics
 	case TypeFleetCall, TypeFleetRequest:

@@ -47,6 +47,12 @@ type Welcome struct {
 	// Handoff tells a replacement to connect no shard before the handoff
 	// of its predecessor ends (HandoffEnd), and to RESUME those handed over.
 	Handoff bool `json:"-"`
+	// HandoffCause says why (the Cause constants of checkpoint.go); empty
+	// with Handoff means a rolling restart.
+	HandoffCause string `json:"-"`
+	// Checkpoint asks the child to report its sessions (checkpoint.go) so
+	// that a crash can be resumed from.
+	Checkpoint bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -179,6 +185,11 @@ func (m *Welcome) Validate() error {
 	if m.Token.Empty() {
 		return fmt.Errorf("no token")
 	}
+	switch m.HandoffCause {
+	case "", CauseRollingRestart, CauseCrash, CauseSupervisorRestart:
+	default:
+		return fmt.Errorf("unknown handoff cause %q", m.HandoffCause)
+	}
 	return nil
 }
 
@@ -187,10 +198,13 @@ type welcomeWire struct {
 	Token   string `json:"token"`
 	Fleet   bool   `json:"fleet,omitempty"`
 	Handoff bool   `json:"handoff,omitempty"`
+	Cause   string `json:"handoff_cause,omitempty"`
+	Check   bool   `json:"checkpoint,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
-	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet, Handoff: m.Handoff})
+	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet, Handoff: m.Handoff,
+		Cause: m.HandoffCause, Check: m.Checkpoint})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -199,6 +213,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	m.Token, m.Fleet, m.Handoff = secret.Token{}, w.Fleet, w.Handoff
+	m.HandoffCause, m.Checkpoint = w.Cause, w.Check
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -277,6 +292,8 @@ func newMessage(t Type) Message {
 		return new(HandoffEnd)
 	case TypeHandoffAbort:
 		return new(HandoffAbort)
+	case TypeSessionCheckpoint:
+		return new(SessionCheckpoint)
 	}
 	return newFleetMessage(t)
 }

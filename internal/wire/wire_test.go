@@ -35,6 +35,7 @@ func sampleMessages(t testing.TB) []Message {
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true},
 		&Welcome{Token: mustToken(t, "abc.def.ghi")},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true, HandoffCause: CauseCrash, Checkpoint: true},
 		&Hello{ClusterID: 1, PID: 7, ShardIDs: []int{2}, Handoff: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
@@ -51,6 +52,7 @@ func sampleMessages(t testing.TB) []Message {
 		&HandoffShard{Shard: 16, Reason: "no session"},
 		&HandoffEnd{Shards: 2},
 		&HandoffAbort{Reason: "the new process exited"},
+		&SessionCheckpoint{Shards: []HandoffShard{{Shard: 15, SessionID: mustToken(t, "0123abcd"), Seq: 42, ResumeURL: "wss://gateway-us-east1-b.discord.gg"}}},
 	}, fleetSamples()...)
 }
 
@@ -80,9 +82,17 @@ func TestRoundTrip(t *testing.T) {
 			}
 			continue
 		}
+		if w, ok := want.(*SessionCheckpoint); ok {
+			if fmt.Sprint(got.(*SessionCheckpoint).Shards) != fmt.Sprint(w.Shards) ||
+				got.(*SessionCheckpoint).Shards[0].SessionID.Reveal() != w.Shards[0].SessionID.Reveal() {
+				t.Errorf("checkpoint round trip: got %v", got)
+			}
+			continue
+		}
 		if w, ok := want.(*Welcome); ok {
 			g := got.(*Welcome)
-			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet || g.Handoff != w.Handoff {
+			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet || g.Handoff != w.Handoff ||
+				g.HandoffCause != w.HandoffCause || g.Checkpoint != w.Checkpoint {
 				t.Errorf("welcome round trip: got %+v", g)
 			}
 			continue
