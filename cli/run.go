@@ -45,6 +45,7 @@ type runFlags struct {
 	shutdownTimeout time.Duration
 	childWatchdog   time.Duration
 	handoff         bool
+	resumeCrash     bool
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	reap            string
@@ -78,6 +79,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "after SIGTERM, how long clusters get to close their sessions before they are killed")
 	fs.DurationVar(&f.childWatchdog, "child-watchdog", 30*time.Second, "a cluster silent on its channel this long is killed and restarted")
 	fs.BoolVar(&f.handoff, "rolling-handoff", true, "a rolling restart hands each shard's session and State to the new process, which RESUMEs; false: close and IDENTIFY again")
+	fs.BoolVar(&f.resumeCrash, "resume-after-crash", false, "the process that replaces a crashed cluster RESUMEs its sessions from their last report (about once a second) instead of identifying: no session starts spent, but the cache starts empty and the events of up to a second before the crash arrive twice (at least once)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
@@ -269,18 +271,19 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		return nil, err
 	}
 	c.sup, err = supervisor.New(supervisor.Config{
-		Plan:            st.plan,
-		Launcher:        &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
-		Policy:          f.policy,
-		ShutdownTimeout: f.shutdownTimeout,
-		ChildWatchdog:   f.childWatchdog,
-		NoHandoff:       !f.handoff,
-		Token:           cfg.token,
-		Queue:           acquirer,
-		BudgetFactor:    factor,
-		QueueStats:      stats,
-		Peers:           peers,
-		FleetSecret:     fleetSecret,
+		Plan:             st.plan,
+		Launcher:         &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
+		Policy:           f.policy,
+		ShutdownTimeout:  f.shutdownTimeout,
+		ChildWatchdog:    f.childWatchdog,
+		NoHandoff:        !f.handoff,
+		ResumeAfterCrash: f.resumeCrash,
+		Token:            cfg.token,
+		Queue:            acquirer,
+		BudgetFactor:     factor,
+		QueueStats:       stats,
+		Peers:            peers,
+		FleetSecret:      fleetSecret,
 	}, log)
 	if err != nil {
 		return nil, configError(err)

@@ -136,10 +136,15 @@ type Cluster struct {
 	fields         sessionFieldsOK
 	fieldsErr      error         // the self-check failed: no handoff
 	handoff        *handoffInbox // a replacement's: what its predecessor hands over
+	handoffCause   string        // why it is handed over: a wire Cause constant
 	handoffMetrics *handoffMetrics
 	running        atomic.Bool // Run has started the shards
 	frozen         atomic.Bool // the shards were frozen for a handoff
 	handoffMu      sync.Mutex  // a freeze, or a thaw
+	// The bot's user, asked once for crash resumes (checkpoint.go).
+	userOnce sync.Once
+	user     *discordgo.User
+	userErr  error
 }
 
 // New returns a cluster. A nil bot has no commands; a nil logger discards.
@@ -168,6 +173,10 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	if l := cfg.Link; l != nil {
 		if l.Welcome().Handoff {
 			c.handoff = newHandoffInbox()
+			c.handoffCause = l.Welcome().HandoffCause
+			if c.handoffCause == "" {
+				c.handoffCause = wire.CauseRollingRestart
+			}
 		}
 		l.attach(c, c.handoff)
 	}
@@ -302,6 +311,7 @@ loop:
 			report()
 		case now := <-tick.C:
 			report()
+			c.checkpoint()
 			for _, sh := range c.shards {
 				if err := sh.hung(now); err != nil {
 					result = err

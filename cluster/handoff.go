@@ -34,6 +34,7 @@ const (
 	FallbackNoSession     = "no_session"     // the old process had no session for the shard
 	FallbackSnapshot      = "snapshot"       // the State snapshot could not be made or restored
 	FallbackUnsupported   = "unsupported"    // discordgo's session fields are not as expected
+	FallbackNoUser        = "no_user"        // a crash resume could not learn the bot's user
 )
 
 // drainTimeout bounds the wait for discordgo's reader after a freeze.
@@ -70,30 +71,36 @@ type stateSnapshot struct {
 	PrivateChannels []*discordgo.Channel
 }
 
-// handoffMetrics count the handoff's outcomes.
+// handoffMetrics count the handoff's outcomes, by cause (wire's Cause
+// constants: rolling_restart, crash, supervisor_restart).
 type handoffMetrics struct {
-	resumes   prometheus.Counter
+	resumes   *prometheus.CounterVec
 	fallbacks *prometheus.CounterVec
 	bytes     prometheus.Counter
 }
 
+var handoffCauses = []string{wire.CauseRollingRestart, wire.CauseCrash, wire.CauseSupervisorRestart}
+
 func newHandoffMetrics(reg prometheus.Registerer) *handoffMetrics {
 	m := &handoffMetrics{
-		resumes: prometheus.NewCounter(prometheus.CounterOpts{
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardvisor_handoff_resumes_total",
-			Help: "Shards handed over by a rolling restart that RESUMEd in this process.",
-		}),
+			Help: "Shards handed to this process that RESUMEd, by cause (rolling_restart, crash, supervisor_restart).",
+		}, []string{"cause"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardvisor_handoff_fallbacks_total",
-			Help: "Shards of a rolling restart's handoff that identified instead of resuming, by reason (resume_refused, no_session, snapshot, unsupported).",
-		}, []string{"reason"}),
+			Help: "Shards handed to this process that identified instead of resuming, by cause and reason (resume_refused, no_session, snapshot, unsupported, no_user).",
+		}, []string{"cause", "reason"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardvisor_handoff_snapshot_bytes_total",
 			Help: "Bytes of State snapshots this process handed over.",
 		}),
 	}
-	for _, r := range []string{FallbackResumeRefused, FallbackNoSession, FallbackSnapshot, FallbackUnsupported} {
-		m.fallbacks.WithLabelValues(r)
+	for _, c := range handoffCauses {
+		m.resumes.WithLabelValues(c)
+		for _, r := range []string{FallbackResumeRefused, FallbackNoSession, FallbackSnapshot, FallbackUnsupported, FallbackNoUser} {
+			m.fallbacks.WithLabelValues(c, r)
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(m.resumes, m.fallbacks, m.bytes)
@@ -255,6 +262,13 @@ func (sh *shard) awaitHandoff(ctx context.Context) bool {
 		reason = FallbackUnsupported
 	case h.tooBig:
 		reason = FallbackSnapshot
+	case len(h.snapshot) == 0: // a crash's checkpoint: a session, no State
+		if err := sh.restoreSession(ctx, h); err != nil {
+			sh.log.Warn("crash resume: cannot prepare the session; identifying instead", "err", err)
+			reason = FallbackNoUser
+		} else {
+			return true
+		}
 	default:
 		if err := sh.restore(h); err != nil {
 			sh.log.Warn("handoff: cannot restore the State; identifying instead", "err", err)
@@ -263,7 +277,7 @@ func (sh *shard) awaitHandoff(ctx context.Context) bool {
 			return true
 		}
 	}
-	c.handoffMetrics.fallbacks.WithLabelValues(reason).Inc()
+	c.handoffMetrics.fallbacks.WithLabelValues(c.handoffCause, reason).Inc()
 	sh.log.Warn("handoff: no session to resume; identifying", "reason", reason)
 	return true
 }
@@ -299,7 +313,7 @@ func (sh *shard) restore(h *handedShard) error {
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.hasSession, sh.resumeURL = true, h.resumeURL
+	sh.hasSession, sh.resumeURL, sh.sessionID = true, h.resumeURL, h.sessionID
 	sh.handoff.restored = true
 	sh.guilds.ready(ids)
 	sh.guilds.pending = nil // every guild came with the State
@@ -312,11 +326,12 @@ func (sh *shard) restore(h *handedShard) error {
 // socket), the handed-over State is dropped: the new session's READY and
 // GUILD_CREATEs fill it afresh. Called with sh.mu held.
 func (sh *shard) identifiedLocked() {
+	sh.sessionID = secret.Token{} // the session it had, if any, is over
 	if !sh.handoff.restored {
 		return
 	}
 	sh.handoff.restored = false
-	sh.c.handoffMetrics.fallbacks.WithLabelValues(FallbackResumeRefused).Inc()
+	sh.c.handoffMetrics.fallbacks.WithLabelValues(sh.c.handoffCause, FallbackResumeRefused).Inc()
 	sh.log.Warn("handoff: RESUME refused; identifying with a fresh State", "reason", FallbackResumeRefused)
 	st := sh.s.State
 	st.RLock()
@@ -331,7 +346,7 @@ func (sh *shard) identifiedLocked() {
 func (sh *shard) resumedLocked() {
 	if sh.handoff.restored {
 		sh.handoff.restored = false
-		sh.c.handoffMetrics.resumes.Inc()
+		sh.c.handoffMetrics.resumes.WithLabelValues(sh.c.handoffCause).Inc()
 		sh.log.Info("handoff: session resumed")
 	}
 }

@@ -179,7 +179,7 @@ func TestStaleGuildReadyTimeout(t *testing.T) {
 	sh := newIdleShard(t, time.Hour)
 	state := func() wire.ShardState { return sh.status().State }
 	sh.identifySent(false, time.Now())
-	sh.onReady([]string{"a", "b"})
+	sh.onReady([]string{"a", "b"}, "s1")
 	sh.mu.Lock()
 	first := sh.guilds.gen
 	sh.mu.Unlock()
@@ -188,7 +188,7 @@ func TestStaleGuildReadyTimeout(t *testing.T) {
 	if st := state(); st != wire.ShardIdentifying {
 		t.Fatalf("after the first READY's timeout, while identifying anew: %s", st)
 	}
-	sh.onReady([]string{"a", "b"})
+	sh.onReady([]string{"a", "b"}, "s1")
 	sh.guildReadyTimeout(first)
 	if st := state(); st != wire.ShardIdentifying {
 		t.Fatalf("after the first READY's timeout, waiting for the second READY's guilds: %s", st)

@@ -64,6 +64,17 @@ func (f sessionFieldsOK) read(s *discordgo.Session) (id string, seq int64, err e
 	return id, atomic.LoadInt64(sp), nil
 }
 
+// lastSeq returns the last sequence number discordgo received. It may be
+// called at any time: discordgo sets the counter's pointer once, in New,
+// and stores to it atomically.
+func (f sessionFieldsOK) lastSeq(s *discordgo.Session) int64 {
+	sp := *(**int64)(unsafe.Add(unsafe.Pointer(s), f.sequence))
+	if sp == nil {
+		return 0
+	}
+	return atomic.LoadInt64(sp)
+}
+
 // prime makes s's next Open RESUME session id at seq, dialling gateway (a
 // full URL, query included). It must be called before Open, with no
 // connection up.

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -39,7 +40,8 @@ type shard struct {
 	guilds       readiness
 	guildTimer   *time.Timer // the guild-ready timeout of the last READY
 	counts       shardCounts
-	resumeURL    string // READY's resume_gateway_url (discordgo keeps none)
+	resumeURL    string       // READY's resume_gateway_url (discordgo keeps none)
+	sessionID    secret.Token // READY's, for checkpoints; cleared by an IDENTIFY
 	handoff      shardHandoff
 }
 
@@ -95,8 +97,9 @@ func newShard(c *Cluster, id int) *shard {
 		for i, g := range r.Guilds {
 			ids[i] = g.ID
 		}
+		id := r.SessionID
 		s.State.RUnlock()
-		sh.onReady(ids)
+		sh.onReady(ids, id)
 	})
 	s.AddHandler(func(_ *discordgo.Session, _ *discordgo.Resumed) { sh.onResumed() })
 	s.AddHandler(func(s *discordgo.Session, g *discordgo.GuildCreate) {
@@ -350,10 +353,11 @@ func (sh *shard) invalidSessionWait() time.Duration {
 // the guild-ready timeout. These run in discordgo's reading goroutine, in
 // the order of the frames (see newShard).
 
-func (sh *shard) onReady(guilds []string) {
+func (sh *shard) onReady(guilds []string, sessionID string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.hasSession = true
+	sh.sessionID, _ = secret.NewToken(sessionID) // empty if odd: then no checkpoint
 	sh.deadline = time.Time{}
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
-	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -71,6 +70,10 @@ type channel struct {
 	burst     float64
 
 	fleet chanFleet // fleet calls made and answered (fleet.go)
+
+	checkpoints bool                // the child was asked to report its sessions
+	sessions    []wire.HandoffShard // its last report (crashresume.go): secret
+	sessionsAt  time.Time
 }
 
 func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logger *slog.Logger) *channel {
@@ -96,14 +99,16 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 }
 
 // start sends the welcome and runs the reader and writer until close. A
-// child welcomed with handoff waits for a handoff (HandoffEnd) before it
+// child welcomed with Handoff waits for a handoff (HandoffEnd) before it
 // connects a shard, and its identify requests wait for release.
-func (ch *channel) start(token secret.Token, handoff bool) {
-	if handoff {
+func (ch *channel) start(w *wire.Welcome) {
+	if w.Handoff {
 		ch.hold = make(chan struct{})
 		ch.muted.Store(true)
 	}
-	ch.send(&wire.Welcome{Token: token, Handoff: handoff, Fleet: true})
+	ch.checkpoints = w.Checkpoint
+	w.Fleet = true
+	ch.send(w)
 	context.AfterFunc(ch.ctx, ch.failFleet)
 	ch.wg.Add(2)
 	go func() { defer ch.wg.Done(); ch.writeLoop() }()
@@ -277,6 +282,8 @@ func (ch *channel) handle(m wire.Message) error {
 		// An answer nobody waits for any more (a scrape timed out) is dropped.
 	case *wire.Fatal:
 		ch.fatal = m
+	case *wire.SessionCheckpoint:
+		return ch.checkpointed(m, now)
 	default:
 		return fmt.Errorf("%s is not a message a child sends", m.Type())
 	}

@@ -33,9 +33,9 @@ type generation struct {
 	started time.Time
 }
 
-// launch starts a process of the cluster; with handoff its welcome tells it
-// to wait for a handoff.
-func (r *runner) launch(handoff bool) (*generation, error) {
+// launch starts a process of the cluster; with a cause (a wire Cause
+// constant) its welcome tells it to wait for a handoff.
+func (r *runner) launch(cause string) (*generation, error) {
 	started := time.Now()
 	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.sup.cfg.Plan.ShardCount)
 	if err != nil {
@@ -43,7 +43,7 @@ func (r *runner) launch(handoff bool) (*generation, error) {
 	}
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
 	ch.fleet.router = r.sup.fleet
-	ch.start(r.sup.cfg.Token, handoff)
+	ch.start(&wire.Welcome{Token: r.sup.cfg.Token, Handoff: cause != "", HandoffCause: cause, Checkpoint: r.sup.cfg.ResumeAfterCrash})
 	g := &generation{proc: proc, ch: ch, exited: make(chan Exit, 1), pid: proc.PID(), started: started}
 	go func() { g.exited <- proc.Wait() }()
 	return g, nil
@@ -131,7 +131,7 @@ func (ch *channel) relay(m wire.Message) error {
 // in the background; or an error, and then old goes on serving.
 func (r *runner) handoff(old *generation) (*generation, error) {
 	r.log.Info("rolling restart: starting the replacement before handing over", "pid", old.pid)
-	nw, err := r.launch(true)
+	nw, err := r.launch(wire.CauseRollingRestart)
 	if err != nil {
 		return nil, fmt.Errorf("start the new process: %w; the old one goes on serving", err)
 	}

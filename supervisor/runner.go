@@ -23,6 +23,9 @@ type runner struct {
 	// and the old process goes on serving, else nil (then the new process
 	// may still be on its way to ready).
 	roll chan chan error
+	// resume is what the next process is handed: the sessions a crashed
+	// one reported last (crashresume.go). Only the runner's goroutine uses it.
+	resume []wire.HandoffShard
 
 	mu sync.Mutex
 	ch *channel // the current process's channel; nil between processes
@@ -134,7 +137,12 @@ func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 // A rolling restart that hands the sessions over replaces the process
 // without runOnce returning: it goes on with the replacement.
 func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
-	g, err := r.launch(false)
+	sessions, cause := r.resume, ""
+	r.resume = nil
+	if len(sessions) > 0 {
+		cause = wire.CauseCrash
+	}
+	g, err := r.launch(cause)
 	if err != nil {
 		r.log.Error("start cluster process", "err", err)
 		exit := Exit{Code: -1, Reason: ReasonExit}
@@ -142,6 +150,10 @@ func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 		return exit, nil, err
 	}
 	r.takeOver(g)
+	if cause != "" {
+		r.sup.wg.Add(1)
+		go func() { defer r.sup.wg.Done(); r.feed(g, sessions, cause) }()
+	}
 	for {
 		exit, next := r.supervise(g)
 		if next != nil {
@@ -152,6 +164,9 @@ func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 		_ = g.proc.KillGroup() // whatever it left behind in its process group
 		g.ch.close()
 		r.setChannel(nil)
+		if r.sup.cfg.ResumeAfterCrash && exit.Reason != ReasonStop && exit.Reason != ReasonRolling && !r.sup.isStopping() {
+			r.resume = g.ch.takeSessions(time.Now())
+		}
 		r.recordExit(exit, g.pid)
 		return exit, g.ch.fatalReport(), nil
 	}

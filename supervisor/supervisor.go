@@ -35,6 +35,10 @@ type Config struct {
 	// NoHandoff makes a rolling restart stop each process (its sessions
 	// close) before it starts the new one, as before handoffs existed.
 	NoHandoff bool
+	// ResumeAfterCrash has every child report its sessions (never shown
+	// anywhere) so that the replacement of a crashed one RESUMEs them
+	// (crashresume.go): at least once, with an empty cache.
+	ResumeAfterCrash bool
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
