@@ -162,7 +162,8 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1)}
+	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1),
+		handoffCause: wire.CauseRollingRestart}
 	c.httpClient = HTTPClient(cfg.APIURL)
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
 	c.warnings = newGatewayWarnings(logger, reg)
@@ -173,9 +174,8 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	if l := cfg.Link; l != nil {
 		if l.Welcome().Handoff {
 			c.handoff = newHandoffInbox()
-			c.handoffCause = l.Welcome().HandoffCause
-			if c.handoffCause == "" {
-				c.handoffCause = wire.CauseRollingRestart
+			if cause := l.Welcome().HandoffCause; cause != "" {
+				c.handoffCause = cause
 			}
 		}
 		l.attach(c, c.handoff)

@@ -99,7 +99,7 @@ func TestHandoffResumesWithTheState(t *testing.T) {
 	if user == nil || user.ID != fake.ApplicationID() || guilds != 4 || channels != 12 {
 		t.Errorf("restored State: user %v, %d guilds, %d channels", user, guilds, channels)
 	}
-	if n := testutil.ToFloat64(fx.c.handoffMetrics.resumes); n != 1 {
+	if n := testutil.ToFloat64(fx.c.handoffMetrics.resumes.WithLabelValues(wire.CauseRollingRestart)); n != 1 {
 		t.Errorf("handoff resumes %v", n)
 	}
 }
@@ -120,7 +120,7 @@ func TestHandoffFallsBackWhenResumeIsRefused(t *testing.T) {
 	if n := r.Identified(0, discordtest.OutcomeReady); n != 2 || len(r.Resumes) != 1 || r.Resumes[0].Outcome != discordtest.OutcomeInvalidSession {
 		t.Fatalf("identifies accepted %d, resumes %+v", n, r.Resumes)
 	}
-	if n := testutil.ToFloat64(fx.c.handoffMetrics.fallbacks.WithLabelValues(FallbackResumeRefused)); n != 1 {
+	if n := testutil.ToFloat64(fx.c.handoffMetrics.fallbacks.WithLabelValues(wire.CauseRollingRestart, FallbackResumeRefused)); n != 1 {
 		t.Errorf("resume_refused fallbacks %v", n)
 	}
 	st := fx.c.shards[0].s.State

@@ -35,6 +35,9 @@ func (ch *channel) checkpointed(m *wire.SessionCheckpoint, now time.Time) error 
 		}
 	}
 	ch.sessions, ch.sessionsAt = m.Shards, now
+	if !ch.muted.Load() {
+		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.Resumable = len(m.Shards) })
+	}
 	return nil
 }
 

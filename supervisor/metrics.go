@@ -26,6 +26,8 @@ var (
 		"Start time of the cluster's current process, in seconds since the epoch.", []string{"cluster_id"}, nil)
 	backoffDesc = prometheus.NewDesc("shardvisor_cluster_backoff_seconds",
 		"Delay chosen before the cluster's process is started again; 0 while it runs.", []string{"cluster_id"}, nil)
+	resumableDesc = prometheus.NewDesc("shardvisor_cluster_resumable_sessions",
+		"Sessions the cluster's process last reported as resumable: those a crash would RESUME (-resume-after-crash).", []string{"cluster_id"}, nil)
 	supReadyDesc = prometheus.NewDesc("shardvisor_ready",
 		"1 when every cluster this supervisor runs is ready.", nil, nil)
 )
@@ -34,7 +36,7 @@ var (
 type statusCollector struct{ store *Store }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{upDesc, readyDesc, shardsDesc, shardsReadyDesc, restartsDesc, lastExitDesc, startTimeDesc, backoffDesc, supReadyDesc} {
+	for _, d := range []*prometheus.Desc{upDesc, readyDesc, shardsDesc, shardsReadyDesc, restartsDesc, lastExitDesc, startTimeDesc, backoffDesc, resumableDesc, supReadyDesc} {
 		ch <- d
 	}
 }
@@ -61,6 +63,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(startTimeDesc, float64(cl.StartedAt.UnixNano())/1e9, id)
 		}
 		gauge(backoffDesc, cl.Backoff.Seconds(), id)
+		gauge(resumableDesc, float64(cl.Resumable), id)
 	}
 }
 

@@ -253,7 +253,7 @@ func (r *runner) recordExit(exit Exit, pid int) {
 			le.Signal = exit.Signal.String()
 		}
 		c.LastExit = le
-		c.PID = 0
+		c.PID, c.Resumable = 0, 0
 		c.State = ClusterStopped
 		c.resetShards(now)
 	})

@@ -48,6 +48,10 @@ type ClusterStatus struct {
 	NextStart  time.Time          `json:"next_start,omitzero"`
 	LastReport time.Time          `json:"last_report,omitzero"`
 	ShardState []wire.ShardStatus `json:"shard_status"`
+	// Resumable counts the sessions in the process's last checkpoint
+	// (-resume-after-crash): those its replacement would RESUME after a
+	// crash. Only the count: the sessions themselves are never shown.
+	Resumable int `json:"resumable_sessions,omitempty"`
 }
 
 // Ready reports whether the cluster's process runs and every shard is ready.
