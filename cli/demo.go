@@ -74,7 +74,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 
 	runArgs := []string{"-api-url", fake.URL(), "-shards", "auto", "-shards-per-cluster", fmt.Sprint(*perCluster),
 		"-identify-interval", interval.String(), "-metrics-addr", *metricsAddr, "-log-level", level,
-		"-restart-delay", "200ms", "-invalid-session-wait", "1s"}
+		"-restart-delay", "200ms", "-invalid-session-wait", "1s", "-resume-after-crash"}
 	token = fake.Token()
 	var (
 		wg   sync.WaitGroup
@@ -86,6 +86,7 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
 		fmt.Fprintf(stdout, "kill -HUP %d rolls the clusters: each hands its sessions and State over, RESUMEs, and spends no IDENTIFY.\n", os.Getpid())
+		fmt.Fprintln(stdout, "kill -9 of a cluster process (pids on the status page): its replacement RESUMEs its sessions (-resume-after-crash), with an empty cache.")
 		wg.Add(1)
 		go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
 	}
