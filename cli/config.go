@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 
@@ -63,7 +64,8 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		name string
 		ok   bool
 	}{{"-shutdown-timeout", f.shutdownTimeout > 0}, {"-child-watchdog", f.childWatchdog > 0},
-		{"-scrape-timeout", f.scrapeTimeout > 0}, {"-identify-queue-slack", f.queueSlack >= 0}} {
+		{"-scrape-timeout", f.scrapeTimeout > 0}, {"-identify-queue-slack", f.queueSlack >= 0},
+		{"-session-resume-window", f.sessionWindow > 0}} {
 		if !d.ok {
 			return nil, configError(fmt.Errorf("%s: must be positive", d.name))
 		}
@@ -73,6 +75,11 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 			if err := checkAddr(a.name, a.v); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if f.sessionDir != "" {
+		if fi, err := os.Stat(f.sessionDir); err == nil && !fi.IsDir() {
+			return nil, configError(fmt.Errorf("-session-dir %q: not a directory", f.sessionDir))
 		}
 	}
 	pc := supervisor.PlanConfig{ShardsPerCluster: f.perClust}

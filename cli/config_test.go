@@ -59,6 +59,12 @@ func TestSupervisorConfig(t *testing.T) {
 		{[]string{"-api-url", "http://127.0.0.1:0"}, "-api-url"},
 		{[]string{"-api-url", "discord.com"}, "-api-url"},
 		{[]string{"-identify-queue-url", "nope"}, "-identify-queue-url"},
+		{[]string{"-shards", "8", "-session-dir", "config_test.go"}, "-session-dir \"config_test.go\": not a directory"},
+		{[]string{"-shards", "8", "-session-dir", "testdata-none/sessions"}, ""}, // made at build
+		{[]string{"-shards", "8", "-session-resume-window", "0"}, "-session-resume-window"},
+		{[]string{"-shards", "8", "-session-resume-window", "-1s"}, "-session-resume-window"},
+		{[]string{"-shards", "8", "-session-resume-window", "soon"}, "-session-resume-window"},
+		{[]string{"-shards", "8", "-session-resume-window", "1ns"}, ""},
 		{[]string{"-max-concurrency", "-1"}, "-max-concurrency"},
 		{[]string{"-max-concurrency", "99999999"}, "-max-concurrency"},
 		{[]string{"-max-concurrency", "x"}, "-max-concurrency"},

@@ -22,6 +22,7 @@ import (
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/sessiondir"
 	"github.com/shardvisor/shardvisor/metrics"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
@@ -46,6 +47,8 @@ type runFlags struct {
 	childWatchdog   time.Duration
 	handoff         bool
 	resumeCrash     bool
+	sessionDir      string
+	sessionWindow   time.Duration
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	reap            string
@@ -80,6 +83,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.childWatchdog, "child-watchdog", 30*time.Second, "a cluster silent on its channel this long is killed and restarted")
 	fs.BoolVar(&f.handoff, "rolling-handoff", true, "a rolling restart hands each shard's session and State to the new process, which RESUMEs; false: close and IDENTIFY again")
 	fs.BoolVar(&f.resumeCrash, "resume-after-crash", false, "the process that replaces a crashed cluster RESUMEs its sessions from their last report (about once a second) instead of identifying: no session starts spent, but the cache starts empty and the events of up to a second before the crash arrive twice (at least once)")
+	fs.StringVar(&f.sessionDir, "session-dir", "", "keep every shard's session and cache in this directory at a stop, and RESUME them at the next start instead of identifying (records are 0600, sealed with a key derived from the token); empty: a stop closes the sessions")
+	fs.DurationVar(&f.sessionWindow, "session-resume-window", time.Minute, "with -session-dir: a record older than this is discarded and its shard identifies (Discord keeps a dropped session only briefly and does not say how long)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
@@ -182,6 +187,7 @@ type startup struct {
 	gb      *discordapi.GatewayBot
 	plan    supervisor.Plan
 	maxConc int
+	userID  string // the bot's user id, asked only for -session-dir
 }
 
 // startup asks GET /gateway/bot when the plan or the local queue needs it,
@@ -229,6 +235,13 @@ func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startu
 		}
 	}
 	st.plan = plan
+	if f.sessionDir != "" {
+		id, err := st.api.UserID(ctx)
+		if err != nil {
+			return st, restError(fmt.Errorf("-session-dir: learn the bot's user id: %w", err))
+		}
+		st.userID = id
+	}
 	if plan.Clusters[0].ID == 0 {
 		if err := f.bot.registerBotCommands(ctx, st.api, bot, log); err != nil {
 			return st, err
@@ -270,6 +283,13 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	if err != nil {
 		return nil, err
 	}
+	var sessions *sessiondir.Dir
+	if f.sessionDir != "" {
+		b := sessiondir.Binding{UserID: st.userID, ShardCount: st.plan.ShardCount, Token: cfg.token}
+		if sessions, err = sessiondir.Open(f.sessionDir, b, f.sessionWindow); err != nil {
+			return nil, configError(fmt.Errorf("-session-dir %q: %w", f.sessionDir, err))
+		}
+	}
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:             st.plan,
 		Launcher:         &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
@@ -278,6 +298,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		ChildWatchdog:    f.childWatchdog,
 		NoHandoff:        !f.handoff,
 		ResumeAfterCrash: f.resumeCrash,
+		Sessions:         sessions,
 		Token:            cfg.token,
 		Queue:            acquirer,
 		BudgetFactor:     factor,

@@ -398,17 +398,8 @@ func (c *Cluster) handOver() {
 
 // sendChunks sends m with its snapshot cut into chunks.
 func sendChunks(l *Link, m *wire.HandoffShard) {
-	snap := m.Snapshot
-	first := *m
-	for {
-		n := min(len(snap), wire.HandoffChunk)
-		first.Snapshot, first.More = snap[:n], n < len(snap)
-		l.send(&first)
-		snap = snap[n:]
-		if len(snap) == 0 {
-			return
-		}
-		first = wire.HandoffShard{Shard: m.Shard}
+	for c := range m.Chunks() {
+		l.send(c)
 	}
 }
 

@@ -58,6 +58,7 @@ type channel struct {
 	hello     *wire.Hello
 	last      *wire.Status              // the last status, stored or not
 	relayTo   *channel                  // where this child's handoff goes
+	parkTo    *parking                  // or where it is written, at a stop (sessiondir.go)
 	dropping  bool                      // a handoff was aborted: its late messages are dropped
 	leases    map[uint64]identify.Lease // granted, not yet reported
 	requests  int                       // identify requests waiting in the queue

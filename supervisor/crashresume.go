@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/wire"
@@ -43,7 +44,7 @@ func (ch *channel) checkpointed(m *wire.SessionCheckpoint, now time.Time) error 
 
 // takeSessions returns the child's last report, once, if it is younger
 // than crashResumeWindow.
-func (ch *channel) takeSessions(now time.Time) []wire.HandoffShard {
+func (ch *channel) takeSessions(now time.Time) []*wire.HandoffShard {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	s, at := ch.sessions, ch.sessionsAt
@@ -51,15 +52,20 @@ func (ch *channel) takeSessions(now time.Time) []wire.HandoffShard {
 	if now.Sub(at) > crashResumeWindow {
 		return nil
 	}
-	return s
+	out := make([]*wire.HandoffShard, len(s))
+	for i := range s {
+		out[i] = &s[i]
+	}
+	return out
 }
 
 // feed hands g the sessions of a cause (a wire Cause constant) once it has
-// said hello: each as a HandoffShard, then HandoffEnd; then its identify
-// requests are let into the queue (its shards without a session identify).
-// It waits for room in g's queue rather than overflow it: a cluster may
-// have thousands of shards.
-func (r *runner) feed(g *generation, sessions []wire.HandoffShard, cause string) {
+// said hello: each as HandoffShard messages (its snapshot, if any, in
+// chunks), then HandoffEnd; then its identify requests are let into the
+// queue (its shards without a session identify). It waits for room in g's
+// queue rather than overflow it: a cluster may have thousands of shards,
+// and snapshots are read as they are sent.
+func (r *runner) feed(g *generation, sessions iter.Seq[*wire.HandoffShard], cause string) {
 	ch := g.ch
 	defer ch.release()
 	select {
@@ -70,18 +76,26 @@ func (r *runner) feed(g *generation, sessions []wire.HandoffShard, cause string)
 	if !ch.canHandoff() { // an older binary would take the messages for a protocol breach
 		return
 	}
-	for i := range sessions {
+	send := func(m wire.Message) bool {
 		select {
-		case ch.out <- &sessions[i]:
+		case ch.out <- m:
+			return true
 		case <-ch.ctx.Done():
-			return
+			return false
 		}
 	}
-	select {
-	case ch.out <- &wire.HandoffEnd{Shards: len(sessions)}:
-	case <-ch.ctx.Done():
+	n := 0
+	for s := range sessions {
+		for c := range s.Chunks() {
+			if !send(c) {
+				return
+			}
+		}
+		n++
+	}
+	if !send(&wire.HandoffEnd{Shards: n}) {
 		return
 	}
-	r.log.Info("handing sessions to the new process", "pid", g.pid, "cause", cause, "sessions", len(sessions),
+	r.log.Info("handing sessions to the new process", "pid", g.pid, "cause", cause, "sessions", n,
 		"shards", len(r.cluster.Shards))
 }

@@ -258,6 +258,7 @@ func TestFleetUnavailableAtOnce(t *testing.T) {
 		defer stop()
 		l.child(1).end(Exit{Code: 1}) // restarted only after an hour
 		waitStore(t, s, "cluster 1 in backoff", func() bool { c, _ := s.Store().Cluster(1); return c.State == ClusterBackoff })
+		waitStore(t, s, "cluster 2 started", func() bool { c, _ := s.Store().Cluster(2); return c.State == ClusterStarting })
 		start := time.Now()
 		all := l.child(0).call(t, &wire.FleetCall{ID: 1, Name: "echo", To: wire.ToAll, Timeout: 30 * time.Second})
 		if took := time.Since(start); took >= 30*time.Second {

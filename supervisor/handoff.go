@@ -98,7 +98,7 @@ func (ch *channel) release() {
 func (ch *channel) relay(m wire.Message) error {
 	_, end := m.(*wire.HandoffEnd)
 	ch.mu.Lock()
-	to, dropping := ch.relayTo, ch.dropping
+	to, park, dropping := ch.relayTo, ch.parkTo, ch.dropping
 	if dropping && end {
 		ch.dropping = false
 	}
@@ -106,17 +106,22 @@ func (ch *channel) relay(m wire.Message) error {
 	switch {
 	case dropping:
 		return nil // the rest of an aborted handoff
+	case park != nil:
+		if err := park.take(m); err != nil {
+			return err
+		}
 	case to == nil:
 		return fmt.Errorf("%s nobody asked for", m.Type())
-	}
-	select {
-	case to.out <- m:
-	case <-to.ctx.Done(): // the replacement is gone: the runner sees it
-	case <-ch.ctx.Done():
+	default:
+		select {
+		case to.out <- m:
+		case <-to.ctx.Done(): // the replacement is gone: the runner sees it
+		case <-ch.ctx.Done():
+		}
 	}
 	if end {
 		ch.mu.Lock()
-		ch.relayTo = nil
+		ch.relayTo, ch.parkTo = nil, nil
 		ch.mu.Unlock()
 		select {
 		case ch.handedEnd <- m.(*wire.HandoffEnd):

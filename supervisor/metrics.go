@@ -82,6 +82,9 @@ func b2f(b bool) float64 {
 func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(statusCollector{store: s.store}, metrics.NewProcesses(s.pids))
 	s.fleet.metrics.register(reg)
+	if s.sessions != nil {
+		reg.MustRegister(s.sessions.outcomes)
+	}
 }
 
 // pids returns the pid of every cluster whose process runs, by cluster id.

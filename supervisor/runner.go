@@ -3,8 +3,10 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +27,10 @@ type runner struct {
 	roll chan chan error
 	// resume is what the next process is handed: the sessions a crashed
 	// one reported last (crashresume.go). Only the runner's goroutine uses it.
-	resume []wire.HandoffShard
+	resume []*wire.HandoffShard
+	// started is set once the first process was started: only that one
+	// takes the session dir's records (sessiondir.go).
+	started bool
 
 	mu sync.Mutex
 	ch *channel // the current process's channel; nil between processes
@@ -137,11 +142,16 @@ func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 // A rolling restart that hands the sessions over replaces the process
 // without runOnce returning: it goes on with the replacement.
 func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
-	sessions, cause := r.resume, ""
-	r.resume = nil
-	if len(sessions) > 0 {
-		cause = wire.CauseCrash
+	var sessions iter.Seq[*wire.HandoffShard]
+	cause := ""
+	switch first := !r.started; {
+	case len(r.resume) > 0:
+		sessions, cause = slices.Values(r.resume), wire.CauseCrash
+		r.resume = nil
+	case first && r.sup.sessions != nil && r.sup.sessions.any(r.cluster.Shards):
+		sessions, cause = r.sup.sessions.take(r.cluster.Shards, r.log), wire.CauseSupervisorRestart
 	}
+	r.started = true
 	g, err := r.launch(cause)
 	if err != nil {
 		r.log.Error("start cluster process", "err", err)
@@ -218,6 +228,9 @@ func (r *runner) supervise(g *generation) (Exit, *generation) {
 		case <-r.sup.stopping:
 			ch.retire()
 			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopping })
+			if r.sup.sessions != nil && ch.canHandoff() {
+				r.park(g)
+			}
 			e := r.stop(proc, exited, nil)
 			if e.Signal != 0 || e.Code != 0 {
 				r.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/shardvisor/shardvisor/internal/field"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/sessiondir"
 )
 
 // Config is a Supervisor's configuration.
@@ -39,6 +40,10 @@ type Config struct {
 	// anywhere) so that the replacement of a crashed one RESUMEs them
 	// (crashresume.go): at least once, with an empty cache.
 	ResumeAfterCrash bool
+	// Sessions, if set, is the session dir (-session-dir): a stop keeps
+	// every shard's session and cache there, and a start resumes them
+	// (sessiondir.go).
+	Sessions *sessiondir.Dir
 	// BudgetFactor, if set, stretches restart delays while the session
 	// start budget runs low (identify.Queue.BackoffFactor).
 	BudgetFactor func() float64
@@ -98,11 +103,12 @@ var ErrUncleanStop = errors.New("not every cluster process stopped cleanly")
 
 // Supervisor runs the plan's cluster processes.
 type Supervisor struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *Store
-	runners []*runner
-	fleet   *fleetRouter
+	cfg      Config
+	log      *slog.Logger
+	store    *Store
+	runners  []*runner
+	fleet    *fleetRouter
+	sessions *sessionRecords // nil without a session dir
 
 	stopOnce  sync.Once
 	stopping  chan struct{} // closed when a graceful stop begins
@@ -128,6 +134,9 @@ func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
 		s.runners = append(s.runners, newRunner(s, c))
 	}
 	s.fleet = newFleetRouter(s)
+	if cfg.Sessions != nil {
+		s.sessions = newSessionRecords(cfg.Sessions)
+	}
 	s.tick.Store(time.Now().UnixNano())
 	return s, nil
 }
@@ -140,6 +149,12 @@ func (s *Supervisor) Store() *Store { return s.store }
 // returns when every process has exited: nil if all stopped cleanly, a
 // *FatalError, an *IntensityError, or ErrUncleanStop.
 func (s *Supervisor) Run(ctx context.Context) error {
+	if s.sessions != nil {
+		if n := s.sessions.dir.Sweep(); n > 0 {
+			s.sessions.outcomes.WithLabelValues(sessiondir.ReasonForeign).Add(float64(n))
+			s.log.Warn("session records of shards beyond the plan discarded", "records", n)
+		}
+	}
 	results := make(chan error, len(s.runners))
 	for _, r := range s.runners {
 		go func() { results <- r.run() }()

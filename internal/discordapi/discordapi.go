@@ -6,6 +6,7 @@ package discordapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -83,4 +84,16 @@ func (c *Client) RegisterCommands(ctx context.Context, cmds []*discordgo.Applica
 		return app.ID, fmt.Errorf("register commands: %w", apiurl.Dialled(err))
 	}
 	return app.ID, nil
+}
+
+// UserID asks Discord who the bot is (GET users/@me) and returns its id.
+func (c *Client) UserID(ctx context.Context) (string, error) {
+	u, err := c.s.User("@me", discordgo.WithContext(ctx))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("get users/@me: %w", apiurl.Dialled(err))
+	case u == nil || u.ID == "":
+		return "", errors.New("get users/@me: no id in the answer")
+	}
+	return u.ID, nil
 }

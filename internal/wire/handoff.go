@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net/url"
 
 	"github.com/shardvisor/shardvisor/internal/secret"
@@ -112,6 +113,28 @@ func (m *HandoffAbort) Validate() error {
 		return fmt.Errorf("reason of %d bytes", len(m.Reason))
 	}
 	return nil
+}
+
+// Chunks cuts m, whose Snapshot is whole, into the messages that carry it:
+// the first with the session, each with at most HandoffChunk snapshot
+// bytes, More set on all but the last. Each is a new message, sharing m's
+// snapshot; m is not changed.
+func (m *HandoffShard) Chunks() iter.Seq[*HandoffShard] {
+	return func(yield func(*HandoffShard) bool) {
+		snap := m.Snapshot
+		for first := true; first || len(snap) > 0; first = false {
+			c := &HandoffShard{Shard: m.Shard}
+			if first {
+				*c = *m
+			}
+			n := min(len(snap), HandoffChunk)
+			c.Snapshot, c.More = snap[:n], n < len(snap)
+			snap = snap[n:]
+			if !yield(c) {
+				return
+			}
+		}
+	}
 }
 
 // Format prints the shard and the sizes, never the session id or the

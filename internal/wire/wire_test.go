@@ -252,3 +252,31 @@ func TestMonoTime(t *testing.T) {
 		}
 	}
 }
+
+func TestHandoffShardChunks(t *testing.T) {
+	id, _ := secret.NewToken("session-id")
+	for _, size := range []int{0, 1, HandoffChunk, HandoffChunk + 1, 3*HandoffChunk - 7} {
+		snap := make([]byte, size)
+		for i := range snap {
+			snap[i] = byte(i * 7)
+		}
+		m := &HandoffShard{Shard: 5, SessionID: id, Seq: 9, ResumeURL: "ws://x/", Snapshot: snap}
+		var got []*HandoffShard
+		for c := range m.Chunks() {
+			got = append(got, c)
+		}
+		var joined []byte
+		for i, c := range got {
+			if err := c.Validate(); err != nil {
+				t.Fatalf("%d bytes: chunk %d: %v", size, i, err)
+			}
+			if c.Shard != 5 || c.More != (i < len(got)-1) || (i == 0) != !c.SessionID.Empty() || (i == 0) != (c.Seq == 9) {
+				t.Fatalf("%d bytes: chunk %d is %v", size, i, c)
+			}
+			joined = append(joined, c.Snapshot...)
+		}
+		if want := max(1, (size+HandoffChunk-1)/HandoffChunk); len(got) != want || !bytes.Equal(joined, snap) {
+			t.Fatalf("%d bytes: %d chunks (want %d), joined equal %t", size, len(got), want, bytes.Equal(joined, snap))
+		}
+	}
+}
