@@ -28,9 +28,14 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X github.com/shardvisor/shardvisor/internal/buildinfo.Version=${VERSION}" \
       -o /out/shardvisor ./cmd/shardvisor
+# The mount point of the session dir (SHARDVISOR_SESSION_DIR, set by the
+# compose file and the StatefulSet with a volume there): a named volume
+# takes its owner and mode from the image.
+RUN install -d -m 0700 /out/sessions
 
 FROM gcr.io/distroless/static-debian13:nonroot
 COPY --from=build /out/shardvisor /usr/local/bin/shardvisor
+COPY --from=build --chown=65532:65532 /out/sessions /var/lib/shardvisor/sessions
 # Numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 65532:65532
 # In a container the metrics, health and status endpoints listen on every

@@ -168,6 +168,9 @@ func startLiveBot(t *testing.T, bins harness.Binaries, shards int, queue *member
 		if m.flag("fleet-secret-file") != "" {
 			m = m.setFlag("fleet-secret-file", fleetSecretFile)
 		}
+		if m.flag("session-dir") != "" { // the volume's mount point, one per member here
+			m = m.setFlag("session-dir", filepath.Join(dir, m.name+"-sessions"))
+		}
 		return m.setFlag("identify-interval", liveOurInterval.String())
 	}
 	queueURL := ""

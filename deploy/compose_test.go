@@ -111,6 +111,24 @@ func TestCompose(t *testing.T) {
 					t.Errorf("%s: DISCORD_TOKEN in the environment: use the secret file", s.Name)
 				}
 			}
+			if dir := m.flag("session-dir"); m.mode() == "run" && dir != "" {
+				onVolume := false
+				for _, v := range s.Volumes {
+					onVolume = onVolume || v.Type == types.VolumeTypeVolume && v.Target == dir && !v.ReadOnly
+				}
+				if !onVolume {
+					t.Errorf("%s: SHARDVISOR_SESSION_DIR %q is not a named volume's mount point: the sessions would go with the container", s.Name, dir)
+				}
+				for _, o := range p.Services {
+					for _, v := range o.Volumes {
+						for _, mine := range s.Volumes {
+							if o.Name != s.Name && v.Source == mine.Source {
+								t.Errorf("%s and %s share the volume %s: one session dir per container", s.Name, o.Name, v.Source)
+							}
+						}
+					}
+				}
+			}
 			if m.mode() == "run" {
 				shutdown, err := time.ParseDuration(m.flag("shutdown-timeout"))
 				if s.StopGracePeriod == nil || err != nil || time.Duration(*s.StopGracePeriod) < shutdown+5*time.Second {

@@ -224,6 +224,18 @@ func checkPod(t *testing.T, img image, what string, tmpl corev1.PodTemplateSpec,
 	if !mounted {
 		t.Errorf("%s: SHARDVISOR_TOKEN_FILE %q is not a file of a read-only Secret volume", what, tokenFile)
 	}
+	// The root is read-only: a session dir must be a writable volume.
+	if dir := env["SHARDVISOR_SESSION_DIR"]; dir != "" {
+		onVolume := false
+		for _, vm := range c.VolumeMounts {
+			for _, v := range tmpl.Spec.Volumes {
+				onVolume = onVolume || v.Name == vm.Name && vm.MountPath == dir && !vm.ReadOnly && (v.EmptyDir != nil || v.PersistentVolumeClaim != nil)
+			}
+		}
+		if !onVolume {
+			t.Errorf("%s: SHARDVISOR_SESSION_DIR %q is not the mount point of a writable emptyDir or claim", what, dir)
+		}
+	}
 	a := tmpl.Annotations
 	if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(int(metricsPort)) || a["prometheus.io/path"] != "/metrics" {
 		t.Errorf("%s: annotations %v: want prometheus.io/scrape \"true\", port %d, path /metrics", what, a, metricsPort)

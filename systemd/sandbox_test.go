@@ -36,7 +36,8 @@ const (
 // real systemd booted for the test in its own namespaces, against the fake
 // Discord, and takes it through its life: start (returns only once every
 // cluster is ready), status line, the token through the credential,
-// reload (a rolling restart), ctl restart over the control socket, stop, SIGKILL of the supervisor (restarted,
+// reload (a rolling restart), ctl restart over the control socket, restart (every session kept through the
+// session dir), stop, SIGKILL of the supervisor (restarted,
 // no old cluster left), a hung supervisor (the watchdog fires), and a bad
 // token (exit 78, not restarted).
 //
@@ -90,6 +91,7 @@ SHARDVISOR_RECONNECT_DELAY=100ms
 		{"the token arrives through the credential only", st.credential},
 		{"reload rolls the clusters", st.reload},
 		{"ctl restarts one cluster through the control socket", st.ctl},
+		{"restart resumes every session", st.restart},
 		{"stop stops cleanly", st.stop},
 		{"SIGKILL of the supervisor: restarted, no old cluster left", st.sigkill},
 		{"a hung supervisor: the watchdog fires", st.watchdog},
@@ -342,6 +344,70 @@ func (st *state) ctl(t *testing.T) {
 	}
 }
 
+// restart: with the settings shipped (-session-dir in the RuntimeDirectory,
+// which the unit keeps across restarts), systemctl restart replaces the
+// supervisor and every cluster, and every shard RESUMEs: no IDENTIFY, no
+// session closed.
+func (st *state) restart(t *testing.T) {
+	before, err := st.status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main := st.sd.Show(svc, "MainPID")
+	restarted := time.Now()
+	st.systemctl(t, "restart", svc)
+	took := time.Since(restarted)
+	s, err := st.status(t)
+	if err != nil || !allReady(s) {
+		t.Fatalf("systemctl restart returned with %s, %v", s.Summary(), err)
+	}
+	if got := st.sd.Show(svc, "MainPID"); got == main {
+		t.Errorf("the supervisor kept pid %s through the restart", got)
+	}
+	for i, c := range s.Clusters {
+		if c.PID == before.Clusters[i].PID {
+			t.Errorf("cluster %d kept pid %d through the restart", c.ID, c.PID)
+		}
+	}
+	r, err := st.fake.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range r.Identifies {
+		if id.At.After(restarted) {
+			t.Errorf("shard %d identified after the restart", id.Shard)
+		}
+	}
+	resumed := map[int]bool{}
+	for _, rr := range r.Resumes {
+		if rr.At.After(restarted) && rr.Outcome == discordtest.OutcomeResumed {
+			resumed[rr.Shard] = true
+		}
+	}
+	if len(resumed) != shards {
+		t.Errorf("%d shards RESUMEd after the restart, want all %d", len(resumed), shards)
+	}
+	for _, se := range r.Sessions {
+		if se.End.After(restarted) && se.CloseCode == 1000 {
+			t.Errorf("shard %d's session was closed with 1000 at the restart", se.Shard)
+		}
+		if !se.Alive() && se.Resumes > 0 {
+			t.Errorf("shard %d's session is not live after the restart", se.Shard)
+		}
+	}
+	if _, err := st.sd.Exec("", "test", "-d", "/run/shardvisor/sessions"); err != nil {
+		t.Errorf("no /run/shardvisor/sessions while the unit runs: %v", err)
+	}
+	if j := st.sd.Journal(svc); !strings.Contains(j, "stop: sessions kept in the session dir") {
+		t.Errorf("the journal does not say the sessions were kept:\n%s", lastLines(j, 30))
+	}
+	t.Logf("systemctl restart: every shard ready again after %v, %d RESUMEs, 0 IDENTIFYs", took.Round(time.Millisecond), len(resumed))
+}
+
+// stop: a clean stop, nothing killed. With the session dir the sessions
+// are left to Discord's timeout rather than closed (SIGTERM cannot tell a
+// stop from a restart), and the stop removes the RuntimeDirectory, so the
+// next start identifies afresh.
 func (st *state) stop(t *testing.T) {
 	killsBefore := strings.Count(st.sd.Journal(svc), "Killing process")
 	stopping := time.Now()
@@ -355,11 +421,14 @@ func (st *state) stop(t *testing.T) {
 	if pids := st.sd.UnitPIDs(svc); len(pids) != 0 {
 		t.Errorf("processes left in the unit's cgroup after stop: %v", pids)
 	}
-	r := st.fake.WaitRecord(t, "every session closed", harness.AllClosed)
+	r := st.fake.WaitRecord(t, "every session let go", harness.AllClosed)
 	for _, s := range r.Sessions {
-		if s.End.After(stopping) && (s.CloseCode != 1000 || s.ClosedBy != discordtest.ClosedByClient) {
-			t.Errorf("at the stop, shard %d's session ended with %d by %s; want 1000 by the client", s.Shard, s.CloseCode, s.ClosedBy)
+		if s.End.After(stopping) && (s.CloseCode == 1000 || !s.Resumable) {
+			t.Errorf("at the stop, shard %d's session ended with %d by %s (resumable %t); want it left resumable", s.Shard, s.CloseCode, s.ClosedBy, s.Resumable)
 		}
+	}
+	if _, err := st.sd.Exec("", "test", "-e", "/run/shardvisor/sessions"); err == nil {
+		t.Error("/run/shardvisor/sessions is still there after the stop")
 	}
 	if j := st.sd.Journal(svc); strings.Count(j, "Killing process") > killsBefore {
 		t.Errorf("systemd had to kill processes at the stop:\n%s", lastLines(j, 30))
