@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shardvisor/shardvisor/cluster"
@@ -72,33 +75,99 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "shardvisor demo: a fake Discord with %d guilds at %s (recommends %d shards, max_concurrency %d, one IDENTIFY per bucket per %v)\n",
 		*guilds, fake.URL(), *shards, *maxConc, *interval)
 
+	sessionDir, err := os.MkdirTemp("", "shardvisor-demo-sessions-")
+	if err != nil {
+		return fmt.Errorf("make the demo's session dir: %w", err)
+	}
+	defer os.RemoveAll(sessionDir)
 	runArgs := []string{"-api-url", fake.URL(), "-shards", "auto", "-shards-per-cluster", fmt.Sprint(*perCluster),
 		"-identify-interval", interval.String(), "-metrics-addr", *metricsAddr, "-log-level", level,
-		"-restart-delay", "200ms", "-invalid-session-wait", "1s", "-resume-after-crash"}
+		"-restart-delay", "200ms", "-invalid-session-wait", "1s", "-resume-after-crash", "-session-dir", sessionDir}
 	token = fake.Token()
-	var (
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-	)
-	env.started = func(sup *supervisor.Supervisor, addr net.Addr) {
-		if addr != nil {
-			fmt.Fprintf(stdout, "status page: http://%s/   metrics: http://%s/metrics   (or: shardvisor status -addr %s)\n", addr, addr, addr)
+	// SIGUSR1 stops the supervisor as SIGTERM would and starts a new one,
+	// as systemctl restart does: the sessions kept in the session dir.
+	restart := make(chan os.Signal, 1)
+	signal.Notify(restart, syscall.SIGUSR1)
+	defer signal.Stop(restart)
+	var began time.Time // of the restart: its SIGUSR1
+	for run := 0; ; run++ {
+		var (
+			wg        sync.WaitGroup
+			stop      = make(chan struct{})
+			restarted atomic.Bool
+		)
+		env.started = func(sup *supervisor.Supervisor, addr net.Addr) {
+			if run == 0 {
+				if addr != nil {
+					fmt.Fprintf(stdout, "status page: http://%s/   metrics: http://%s/metrics   (or: shardvisor status -addr %s)\n", addr, addr, addr)
+				}
+				fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
+				fmt.Fprintf(stdout, "kill -HUP %d rolls the clusters: each hands its sessions and State over, RESUMEs, and spends no IDENTIFY.\n", os.Getpid())
+				fmt.Fprintf(stdout, "kill -USR1 %d restarts the whole supervisor (as systemctl restart): the sessions are kept in -session-dir and RESUMEd.\n", os.Getpid())
+				fmt.Fprintln(stdout, "kill -9 of a cluster process (pids on the status page): its replacement RESUMEs its sessions (-resume-after-crash), with an empty cache.")
+			}
+			if run > 0 {
+				wg.Add(1)
+				go func() { defer wg.Done(); showRestarted(stdout, sup, fake, began, stop) }()
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
+			go func() {
+				defer wg.Done()
+				select {
+				case <-restart:
+					began = time.Now() // read by the next run, after wg.Wait
+					restarted.Store(true)
+					fmt.Fprintln(stdout, "SIGUSR1: stopping the supervisor and starting it again; every shard's session goes to the session dir")
+					sup.Stop()
+				case <-stop:
+				}
+			}()
 		}
-		fmt.Fprintln(stdout, "Ctrl-C stops everything cleanly.")
-		fmt.Fprintf(stdout, "kill -HUP %d rolls the clusters: each hands its sessions and State over, RESUMEs, and spends no IDENTIFY.\n", os.Getpid())
-		fmt.Fprintln(stdout, "kill -9 of a cluster process (pids on the status page): its replacement RESUMEs its sessions (-resume-after-crash), with an empty cache.")
-		wg.Add(1)
-		go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
+		err = runSupervisorMode(runArgs, bot, env)
+		close(stop)
+		wg.Wait()
+		if err != nil || !restarted.Load() {
+			break
+		}
 	}
-	err = runSupervisorMode(runArgs, bot, env)
-	close(stop)
-	wg.Wait()
 	if err == nil {
 		r := fake.Record()
-		fmt.Fprintf(stdout, "stopped cleanly: %d sessions closed (%d IDENTIFYs, %d RESUMEs), %d interactions answered\n",
+		fmt.Fprintf(stdout, "stopped cleanly: %d sessions (%d IDENTIFYs, %d RESUMEs), %d interactions answered\n",
 			len(r.Sessions), len(r.Identifies), len(r.Resumes), len(r.Interactions))
 	}
 	return err
+}
+
+// showRestarted says, once the new supervisor is ready, what its shards
+// did since the restart began (the old supervisor's stop included).
+func showRestarted(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server, began time.Time, stop <-chan struct{}) {
+	store := sup.Store()
+	for {
+		changed := store.Changed()
+		if store.Snapshot().Ready {
+			break
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return
+		}
+	}
+	r := fake.Record()
+	resumes, identifies := 0, 0
+	for _, rr := range r.Resumes {
+		if rr.At.After(began) && rr.Outcome == discordtest.OutcomeResumed {
+			resumes++
+		}
+	}
+	for _, ir := range r.Identifies {
+		if ir.At.After(began) {
+			identifies++
+		}
+	}
+	fmt.Fprintf(w, "restarted: every shard ready again %v after SIGUSR1: %d RESUMEs, %d IDENTIFYs\n",
+		time.Since(began).Round(time.Millisecond), resumes, identifies)
 }
 
 // demoCommands are the commands the demo sends, in turn: those of /ping,

@@ -167,6 +167,7 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c.httpClient = HTTPClient(cfg.APIURL)
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
 	c.warnings = newGatewayWarnings(logger, reg)
+	c.warnings.frozen = c.frozen.Load
 	c.handoffMetrics = newHandoffMetrics(reg)
 	if c.fields, c.fieldsErr = checkSessionFields(); c.fieldsErr != nil {
 		logger.Warn("this discordgo's session fields are not as expected: a rolling restart identifies every shard instead of handing it over", "err", c.fieldsErr)
@@ -348,7 +349,11 @@ loop:
 			return result
 		}
 	}
-	c.log.Info("every session closed", "took", time.Since(closed).Round(time.Millisecond))
+	if c.frozen.Load() {
+		c.log.Info("every shard stopped; its session was handed over, not closed", "took", time.Since(closed).Round(time.Millisecond))
+	} else {
+		c.log.Info("every session closed", "took", time.Since(closed).Round(time.Millisecond))
+	}
 	if c.cfg.Reporter != nil {
 		c.cfg.Reporter.Status(c.Status())
 	}

@@ -91,6 +91,10 @@ type gatewayWarnings struct {
 	total *prometheus.CounterVec
 	// shardOf maps a session's address (as %p prints it) to its shard.
 	shardOf map[string]int
+	// frozen, if set, reports a handoff's freeze: the gate then closes
+	// every socket under discordgo, and the read errors that follow are
+	// the freeze, not a failure. They are neither logged nor counted.
+	frozen func() bool
 
 	mu   sync.Mutex
 	last map[string]time.Time // when each kind was last logged
@@ -133,6 +137,9 @@ func (w *gatewayWarnings) logf(msgL, _ int, format string, a ...any) {
 	k, ok := discordgoFormats[format]
 	if !ok {
 		k = otherKind
+	}
+	if k.name == kindReadError && w.frozen != nil && w.frozen() {
+		return
 	}
 	w.total.WithLabelValues(k.name).Inc()
 	now := time.Now()

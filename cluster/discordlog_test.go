@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -208,5 +209,28 @@ func TestDiscordgoFormatsAreDiscordgos(t *testing.T) {
 		if !bytes.Contains(src, []byte(strconv.Quote(format))) {
 			t.Errorf("%s: format %q is not in discordgo's source", k.name, format)
 		}
+	}
+}
+
+// TestReadErrorsOfAFreezeAreQuiet: while a handoff freezes the shards, the
+// gate closes their sockets under discordgo; the read errors that follow
+// are expected, neither logged nor counted. Before and after, they are.
+func TestReadErrorsOfAFreezeAreQuiet(t *testing.T) {
+	w, buf := newTestWarnings(t)
+	var frozen atomic.Bool
+	w.frozen = frozen.Load
+	const format = "error reading from gateway %s websocket, %s"
+	frozen.Store(true)
+	w.logf(discordgo.LogError, 2, format, argsFor(format)...)
+	if out := buf.String(); out != "" {
+		t.Errorf("a read error during a freeze was logged:\n%s", out)
+	}
+	if got := testutil.ToFloat64(w.total.WithLabelValues(kindReadError)); got != 0 {
+		t.Errorf("a read error during a freeze was counted: %v", got)
+	}
+	frozen.Store(false)
+	w.logf(discordgo.LogError, 2, format, argsFor(format)...)
+	if out := buf.String(); !strings.Contains(out, "kind=read_error") {
+		t.Errorf("a read error after the freeze was not logged:\n%s", out)
 	}
 }

@@ -264,17 +264,21 @@ func (sh *shard) waitDisconnect(ctx context.Context) bool {
 // than after a heartbeat timeout. discordgo sleeps 1 s in there under a lock:
 // the cluster closes its shards in parallel.
 // A frozen shard's session was handed over (or may still be taken back):
-// its close frame cannot leave the frozen gate, so the session stays
-// open at Discord; the call only waits for discordgo's own close of the
-// frozen connection (its reader's, with the same 1 s sleep) to finish.
+// it gets no close frame, and the call does not wait for discordgo's own
+// close of the frozen connection (its reader's, with the same 1 s sleep
+// under the same lock): a stop or a retirement after a handoff is not
+// held up by it.
 func (sh *shard) close() {
 	sh.mu.Lock()
 	if sh.guildTimer != nil {
 		sh.guildTimer.Stop()
 	}
 	sh.deadline = time.Time{}
+	frozen := sh.handoff.frozen
 	sh.mu.Unlock()
-	_ = sh.s.CloseWithCode(websocket.CloseNormalClosure)
+	if !frozen {
+		_ = sh.s.CloseWithCode(websocket.CloseNormalClosure)
+	}
 	sh.setState(wire.ShardDown)
 }
 
