@@ -37,6 +37,15 @@ func (s *Server) ControlHandler() http.Handler {
 	handle("GET", "/guilds", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"guild_ids": s.GuildIDs()})
 	})
+	handle("GET", "/bucket", func(w http.ResponseWriter, r *http.Request) {
+		route := r.URL.Query().Get("route")
+		st, ok := s.Bucket(route, r.URL.Query().Get("major"))
+		if !ok {
+			controlError(w, http.StatusNotFound, fmt.Errorf("bucket: unknown route %q (a pattern such as \"POST channels/{channel}/messages\")", route))
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	handle("POST", "/interact", s.controlInteract)
 	handle("POST", "/disconnect", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {

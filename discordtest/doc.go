@@ -23,7 +23,8 @@
 //
 // GET gateway; GET gateway/bot (url, shards = Options.Shards,
 // session_start_limit {total, remaining, reset_after ms, max_concurrency});
-// GET users/@me; application commands, global and per guild (GET, PUT bulk
+// GET users/@me; GET applications/@me (and oauth2/applications/@me);
+// application commands, global and per guild (GET, PUT bulk
 // overwrite, POST, DELETE; ids, application_id and version filled in, an id
 // kept across overwrites for the same name and type); POST
 // channels/{id}/messages; POST interactions/{id}/{token}/callback (204);
@@ -31,11 +32,36 @@
 // webhooks/{app}/{token}/messages/{id or @original}.
 // "Authorization: Bot <token>" is required (401 {"message": "401:
 // Unauthorized", "code": 0}), except on GET gateway and the
-// interaction-token routes, which refuse a wrong one. A global limit of RESTRateLimit requests per second
-// answers 429 {"message", "retry_after" (float seconds), "global": true}
-// with Retry-After and X-RateLimit-* headers; interaction-token routes are
-// exempt. Unknown routes get 404 and wrong methods 405, with Discord's JSON
-// body. FailREST fails the next n requests of any route.
+// interaction-token routes, which refuse a wrong one. Unknown routes get
+// 404 and wrong methods 405, with Discord's JSON body. FailREST fails the
+// next n requests of any route.
+//
+// # REST rate limits
+//
+// Discord's three, as documented
+// (https://discord.com/developers/docs/topics/rate-limits):
+//
+//   - Per-route buckets: each route has a limit per window (RouteLimit;
+//     DefaultRouteLimits: POST channels/{id}/messages 5 per 5 s, the rest 50
+//     per second), routes may share a bucket, and a bucket counts apart per
+//     major parameter (channel, guild, webhook or interaction id and token).
+//     Every answer past authorization carries X-RateLimit-Limit, -Remaining, -Reset, -Reset-After
+//     (seconds, three decimals, rounded up) and -Bucket (a stable hash of the
+//     bucket's name). Past the limit: 429 with those, Retry-After and
+//     X-RateLimit-Scope: user (shared for RouteLimit.Shared), body {"message",
+//     "retry_after" (float seconds), "global": false}.
+//   - The global limit: RESTRateLimit requests per second per bot token;
+//     interaction callbacks and webhook-token routes are outside it. Past it:
+//     429 with Retry-After, X-RateLimit-Global: true, X-RateLimit-Scope:
+//     global, body "global": true.
+//   - Invalid requests: 401, 403 and 429 (not those of scope shared) per
+//     client IP in a sliding InvalidRequestWindow; past InvalidRequestLimit
+//     the IP gets 403 "error code: 1015" (Cloudflare's ban) on all of REST
+//     for BanPeriod.
+//
+// Server.Bucket reads a bucket's state, Server.InvalidRequests an IP's
+// count; the record keeps every 429 (route, bucket, major, scope), the
+// invalid request count and the bans.
 //
 // # Gateway
 //
@@ -146,8 +172,9 @@
 // RESUME, every session (start, end, close code and closer, dispatches
 // delivered, resumes), every connection, live sessions per (shard, count)
 // now and at most at one moment (MaxLive 2 means a bot would answer twice),
-// interactions with every reply, session starts, and REST calls by route
-// and status. WaitFor re-evaluates a condition at every change.
+// interactions with every reply, session starts, REST calls by route
+// and status, every 429 (RateLimited), invalid requests and IP bans.
+// WaitFor re-evaluates a condition at every change.
 //
 // # Control API
 //
@@ -159,6 +186,7 @@
 //
 //	GET  /_fake/record                     → the Record
 //	GET  /_fake/guilds                     → {"guild_ids": [...]}
+//	GET  /_fake/bucket?route=POST%20channels/{channel}/messages&major=ID → the BucketState
 //	POST /_fake/interact                   {"guild_id": "", "channel_id": "", "user_id": "", "command": "ping",
 //	                                        "options": [{"name": "n", "value": 1}], "timeout": "10s"}
 //	                                       → the Reply {"via","type","content","at","latency_ns","status"}

@@ -43,7 +43,13 @@ type Record struct {
 	Starts       SessionStarts       `json:"session_starts"`
 	TokenRevoked bool                `json:"token_revoked"` // the session start budget was overrun
 	REST         []RESTCount         `json:"rest"`          // sorted by route, then status
-	Dispatches   int64               `json:"dispatches"`    // dispatch frames written to clients, replays included
+	RateLimited  []RateLimitRecord   `json:"rate_limited"`  // every 429, in order
+	// InvalidRequests counts answers 401, 403 and 429 (but 429s of scope
+	// shared) toward the IP ban, from every IP; Server.InvalidRequests
+	// gives one IP's count in the sliding window.
+	InvalidRequests int         `json:"invalid_requests"`
+	Bans            []BanRecord `json:"bans"`       // every IP ban, in order
+	Dispatches      int64       `json:"dispatches"` // dispatch frames written to clients, replays included
 }
 
 // IdentifyRecord is one IDENTIFY that decoded.
@@ -148,6 +154,39 @@ type RESTCount struct {
 	Count  int    `json:"count"`
 }
 
+// RateLimitRecord is one REST request answered 429.
+type RateLimitRecord struct {
+	At    time.Time `json:"at"`
+	Route string    `json:"route"`
+	// Bucket is the X-RateLimit-Bucket hash of a per-route limit; "" for
+	// the global limit.
+	Bucket     string        `json:"bucket"`
+	Major      string        `json:"major,omitempty"` // the major parameter, as Server.Bucket takes it
+	Scope      string        `json:"scope"`           // ScopeUser, ScopeShared or ScopeGlobal
+	RetryAfter time.Duration `json:"retry_after_ns"`
+	Injected   bool          `json:"injected,omitempty"` // by FailREST
+}
+
+// BanRecord is a client IP banned for too many invalid requests.
+type BanRecord struct {
+	IP      string    `json:"ip"`
+	At      time.Time `json:"at"`
+	Until   time.Time `json:"until"`
+	Invalid int       `json:"invalid"` // invalid requests in the window, the one that passed the limit included
+}
+
+// RateLimits returns how many 429s had scope (""; any), injected ones
+// included.
+func (r Record) RateLimits(scope string) int {
+	n := 0
+	for _, rl := range r.RateLimited {
+		if scope == "" || rl.Scope == scope {
+			n++
+		}
+	}
+	return n
+}
+
 // Shard returns the live counts of (shard, count).
 func (r Record) Shard(shard, count int) ShardLive {
 	for _, l := range r.Shards {
@@ -201,6 +240,8 @@ func (r Record) Clone() Record {
 	c.Connections = slices.Clone(r.Connections)
 	c.Shards = slices.Clone(r.Shards)
 	c.REST = slices.Clone(r.REST)
+	c.RateLimited = slices.Clone(r.RateLimited)
+	c.Bans = slices.Clone(r.Bans)
 	c.Interactions = slices.Clone(r.Interactions)
 	for i := range c.Interactions {
 		c.Interactions[i].Sessions = slices.Clone(c.Interactions[i].Sessions)
@@ -360,8 +401,12 @@ func (rc *recorder) reply(id string, rp Reply) {
 	})
 }
 
-func (rc *recorder) restCall(route string, status int) {
+// restCall counts a request; invalid: it counts toward the IP ban.
+func (rc *recorder) restCall(route string, status int, invalid bool) {
 	rc.update(func(r *Record) {
+		if invalid {
+			r.InvalidRequests++
+		}
 		k := restKey{route, status}
 		i, ok := rc.rest[k]
 		if !ok {
@@ -371,4 +416,12 @@ func (rc *recorder) restCall(route string, status int) {
 		}
 		r.REST[i].Count++
 	})
+}
+
+func (rc *recorder) rateLimited(rl RateLimitRecord) {
+	rc.update(func(r *Record) { r.RateLimited = append(r.RateLimited, rl) })
+}
+
+func (rc *recorder) ban(b BanRecord) {
+	rc.update(func(r *Record) { r.Bans = append(r.Bans, b) })
 }

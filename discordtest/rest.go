@@ -3,9 +3,7 @@ package discordtest
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -14,8 +12,9 @@ import (
 // interaction callbacks and webhooks needs "Authorization: Bot <token>"
 // (401 otherwise); those need none but refuse a wrong one. Interaction
 // callbacks and webhooks are exempt from the global rate limit, as on
-// Discord. The order of checks: route (404/405), injected
-// failure (FailREST), authorization (401), global rate limit (429), handler.
+// Discord. The order of checks: route (404/405), IP ban (403), injected
+// failure (FailREST), authorization (401), global rate limit (429),
+// per-route bucket (429), handler. Rate limits are in ratelimit.go.
 
 type route struct {
 	pattern string // method and path under /api/{v}/, e.g. "GET gateway/bot"
@@ -70,20 +69,38 @@ func (s *Server) restHandler() http.Handler {
 	return mux
 }
 
-// counted records the status of each request on route.
+// counted refuses requests from a banned IP, records the status of each
+// request on route, and counts invalid requests toward the IP's ban.
 func (s *Server) counted(route string, h func(w http.ResponseWriter, r *http.Request) int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.rec.restCall(route, h(w, r))
+		ip := clientIP(r)
+		if _, banned := s.lim.bannedUntil(ip, time.Now()); banned {
+			writeBanned(w)
+			s.rec.restCall(route, http.StatusForbidden, false)
+			return
+		}
+		status := h(w, r)
+		invalid := countsInvalid(status, w.Header().Get("X-RateLimit-Scope"))
+		s.rec.restCall(route, status, invalid)
+		if !invalid {
+			return
+		}
+		now := time.Now()
+		if n, until := s.lim.invalid(ip, now); !until.IsZero() {
+			s.log.Warn("discordtest: too many invalid requests, ip banned", "ip", ip, "invalid", n, "until", until)
+			s.rec.ban(BanRecord{IP: ip, At: now, Until: until, Invalid: n})
+		}
 	})
 }
 
 func (s *Server) restRoute(rt route) http.Handler {
+	pol := s.lim.routes[rt.pattern]
 	return s.counted(rt.pattern, func(w http.ResponseWriter, r *http.Request) int {
 		if v := r.PathValue("v"); v != "v9" && v != "v10" {
 			writeError(w, http.StatusNotFound, 0, "404: Not Found")
 			return http.StatusNotFound
 		}
-		if st, ok := s.injectedFailure(w); ok {
+		if st, ok := s.injectedFailure(w, rt.pattern); ok {
 			return st
 		}
 		auth := r.Header.Get("Authorization")
@@ -94,7 +111,22 @@ func (s *Server) restRoute(rt route) http.Handler {
 			writeError(w, http.StatusUnauthorized, 0, "401: Unauthorized")
 			return http.StatusUnauthorized
 		}
-		if !rt.open && !s.allowREST(w) {
+		now := time.Now()
+		if !rt.open {
+			who := auth // the bot token, or the IP of a request without one
+			if who == "" {
+				who = "ip " + clientIP(r)
+			}
+			if v := s.lim.allowGlobal(who, now); !v.ok {
+				s.rateLimited(w, v, rt.pattern, "", now)
+				return http.StatusTooManyRequests
+			}
+		}
+		major := pol.majorOf(r)
+		v := s.lim.allowRoute(pol, major, now)
+		setBucketHeaders(w.Header(), v, now)
+		if !v.ok {
+			s.rateLimited(w, v, rt.pattern, major, now)
 			return http.StatusTooManyRequests
 		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -113,8 +145,14 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// injectedFailure answers a request failed by FailREST.
-func (s *Server) injectedFailure(w http.ResponseWriter) (int, bool) {
+// rateLimited answers 429 for v and records it.
+func (s *Server) rateLimited(w http.ResponseWriter, v verdict, route, major string, now time.Time) {
+	after := writeRateLimited(w, v, now)
+	s.rec.rateLimited(RateLimitRecord{At: now, Route: route, Bucket: v.hash, Major: major, Scope: v.scope, RetryAfter: after})
+}
+
+// injectedFailure answers a request on route failed by FailREST.
+func (s *Server) injectedFailure(w http.ResponseWriter, route string) (int, bool) {
 	s.mu.Lock()
 	status := 0
 	if s.failLeft > 0 {
@@ -133,47 +171,16 @@ func (s *Server) injectedFailure(w http.ResponseWriter) (int, bool) {
 		h.Set("X-RateLimit-Reset-After", "0.250")
 		h.Set("X-RateLimit-Reset", unixSeconds(time.Now().Add(250*time.Millisecond)))
 		h.Set("X-RateLimit-Bucket", "discordtest-injected")
-		h.Set("X-RateLimit-Scope", "user")
+		h.Set("X-RateLimit-Scope", ScopeUser)
 		writeJSON(w, status, map[string]any{"message": "You are being rate limited.", "retry_after": 0.25, "global": false})
+		s.rec.rateLimited(RateLimitRecord{
+			At: time.Now(), Route: route, Bucket: "discordtest-injected", Scope: ScopeUser,
+			RetryAfter: 250 * time.Millisecond, Injected: true,
+		})
 	default:
 		writeError(w, status, 0, fmt.Sprintf("%d: %s", status, http.StatusText(status)))
 	}
 	return status, true
-}
-
-// allowREST applies the global limit of RESTRateLimit requests per fixed
-// one-second window, sets the X-RateLimit-* headers, and answers 429 when
-// the limit is exceeded.
-func (s *Server) allowREST(w http.ResponseWriter) bool {
-	now := time.Now()
-	s.mu.Lock()
-	if now.Sub(s.restWindow) >= time.Second {
-		s.restWindow, s.restCount = now, 0
-	}
-	s.restCount++
-	limit, used, reset := s.opts.RESTRateLimit, s.restCount, s.restWindow.Add(time.Second)
-	s.mu.Unlock()
-	after := reset.Sub(now).Seconds()
-	h := w.Header()
-	h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(max(limit-used, 0)))
-	h.Set("X-RateLimit-Reset", unixSeconds(reset))
-	h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(after, 'f', 3, 64))
-	h.Set("X-RateLimit-Bucket", "discordtest-global")
-	if used <= limit {
-		return true
-	}
-	h.Set("Retry-After", strconv.Itoa(int(math.Ceil(after))))
-	h.Set("X-RateLimit-Global", "true")
-	h.Set("X-RateLimit-Scope", "global")
-	writeJSON(w, http.StatusTooManyRequests, map[string]any{
-		"message": "You are being rate limited.", "retry_after": math.Round(after*1000) / 1000, "global": true,
-	})
-	return false
-}
-
-func unixSeconds(t time.Time) string {
-	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

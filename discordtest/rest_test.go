@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -106,12 +106,15 @@ func TestRESTRateLimit(t *testing.T) {
 	if err := json.Unmarshal(body, &rl); err != nil || rl.RetryAfter <= 0 || rl.RetryAfter > 1 || !rl.Global {
 		t.Errorf("429 body %s", body)
 	}
+	// A global 429 has the headers of Discord's example and no bucket's.
 	h := limited.Header
-	if h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Global") != "true" || h.Get("Retry-After") == "" {
+	if h.Get("X-RateLimit-Global") != "true" || h.Get("X-RateLimit-Scope") != "global" || h.Get("Retry-After") != "1" ||
+		h.Get("X-RateLimit-Bucket") != "" || h.Get("X-RateLimit-Remaining") != "" {
 		t.Errorf("429 headers %v", h)
 	}
-	if after, err := strconv.ParseFloat(h.Get("X-RateLimit-Reset-After"), 64); err != nil || after <= 0 || after > 1 {
-		t.Errorf("X-RateLimit-Reset-After %q", h.Get("X-RateLimit-Reset-After"))
+	if rls := srv.Record().RateLimited; len(rls) != 1 || rls[0].Scope != ScopeGlobal || rls[0].Bucket != "" ||
+		rls[0].Route != "GET gateway" || rls[0].RetryAfter <= 0 || rls[0].RetryAfter > time.Second {
+		t.Errorf("rate limits recorded: %+v", rls)
 	}
 	// discordgo, many requests at once: it honours the headers and retries 429s.
 	b := newBot(t, srv, 0, 1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -84,10 +85,23 @@ type Options struct {
 	// Compress enables per-frame zlib (one complete zlib stream per binary
 	// frame) for sessions whose IDENTIFY carries compress:true.
 	Compress bool
-	// RESTRateLimit is the global REST limit in requests per second before
-	// 429; default 50 (Discord's). Interaction callbacks and webhooks are
-	// exempt, as on Discord.
+	// RESTRateLimit is the global REST limit in requests per second per bot
+	// token before 429; default 50 (Discord's). Interaction callbacks and
+	// webhooks are exempt, as on Discord.
 	RESTRateLimit int
+	// RouteLimits overrides per-route rate limits, keyed by route pattern
+	// ("POST channels/{channel}/messages"; DefaultRouteLimits lists every
+	// route and its default). Routes left out keep their default. NewServer
+	// copies the map; Options returns the complete table in force.
+	RouteLimits map[string]RouteLimit
+	// Invalid requests (answers 401, 403, and 429 but those of scope
+	// shared) from one client IP: the one that passes InvalidRequestLimit
+	// (default 10,000) within a sliding InvalidRequestWindow (default
+	// 10 min) bans the IP, and every REST request from it is answered 403
+	// (Cloudflare's error 1015) for BanPeriod (default 1 h).
+	InvalidRequestLimit  int
+	InvalidRequestWindow time.Duration
+	BanPeriod            time.Duration
 	// SendRateLimit is the number of payloads a client may send per 60 s on
 	// one connection before close 4008; default 120 (Discord's), negative
 	// means no limit.
@@ -110,6 +124,7 @@ type Server struct {
 	upgrader  websocket.Upgrader
 	ids       idGen
 	rec       *recorder
+	lim       *limiter
 	joined    string        // RFC 3339 time every member joined: the server's start
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -134,8 +149,6 @@ type Server struct {
 	helloDelay     time.Duration
 	failStatus     int
 	failLeft       int
-	restWindow     time.Time
-	restCount      int
 	commands       map[string][]command // "" global, else guild id
 	pending        map[string]*pendingInteraction
 	eventRate      float64
@@ -163,6 +176,7 @@ func NewServer(opts Options) (*Server, error) {
 		url:            "http://" + ln.Addr().String(),
 		wsURL:          "ws://" + ln.Addr().String() + GatewayPath,
 		rec:            newRecorder(o.SessionStartLimit),
+		lim:            newLimiter(o.RESTRateLimit, o.RouteLimits, o.InvalidRequestLimit, o.InvalidRequestWindow, o.BanPeriod),
 		joined:         time.Now().UTC().Format(time.RFC3339Nano),
 		done:           make(chan struct{}),
 		loadWake:       make(chan struct{}, 1),
@@ -236,6 +250,8 @@ func withDefaults(o Options) (Options, error) {
 		{"members per guild", int64(o.MembersPerGuild)}, {"rest rate limit", int64(o.RESTRateLimit)},
 		{"threads per guild", int64(o.ThreadsPerGuild)}, {"emojis per guild", int64(o.EmojisPerGuild)},
 		{"stickers per guild", int64(o.StickersPerGuild)},
+		{"invalid request limit", int64(o.InvalidRequestLimit)}, {"invalid request window", int64(o.InvalidRequestWindow)},
+		{"ban period", int64(o.BanPeriod)},
 	} {
 		if c.v < 0 {
 			return o, fmt.Errorf("%s must not be negative, got %d", c.name, c.v)
@@ -269,6 +285,18 @@ func withDefaults(o Options) (Options, error) {
 	setDefault(&o.MembersPerGuild, 1)
 	setDefault(&o.RESTRateLimit, DefaultRESTRateLimit)
 	setDefault(&o.SendRateLimit, DefaultSendRateLimit)
+	setDefault(&o.InvalidRequestLimit, DefaultInvalidRequestLimit)
+	if o.InvalidRequestWindow == 0 {
+		o.InvalidRequestWindow = DefaultInvalidRequestWindow
+	}
+	if o.BanPeriod == 0 {
+		o.BanPeriod = DefaultBanPeriod
+	}
+	limits, err := routeLimits(o.RouteLimits)
+	if err != nil {
+		return o, err
+	}
+	o.RouteLimits = limits
 	if o.IdentifyInterval == 0 {
 		o.IdentifyInterval = DefaultIdentifyInterval
 	}
@@ -318,8 +346,13 @@ func (s *Server) Token() string { return s.opts.Token }
 // ApplicationID is the application's (and the bot user's) id.
 func (s *Server) ApplicationID() string { return s.opts.ApplicationID }
 
-// Options returns the options in force, defaults applied.
-func (s *Server) Options() Options { return s.opts }
+// Options returns the options in force, defaults applied; RouteLimits is a
+// copy with every route.
+func (s *Server) Options() Options {
+	o := s.opts
+	o.RouteLimits = maps.Clone(o.RouteLimits)
+	return o
+}
 
 // Transport returns a RoundTripper that sends requests for
 // https://discord.com (what discordgo builds) to the fake. Its idle
