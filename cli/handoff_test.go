@@ -2,14 +2,17 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/harness"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
 
@@ -26,8 +29,9 @@ func TestRollingRestartHandsOff(t *testing.T) {
 	dir := t.TempDir()
 	broken, crash := filepath.Join(dir, "broken"), filepath.Join(dir, "crash")
 	addr := freeAddr(t)
+	events := filepath.Join(dir, "events")
 	p := shardvisor(t, []string{"DISCORD_TOKEN=" + secretToken, "SHARDVISOR_SHARDS_PER_CLUSTER=4",
-		"SHARDVISOR_TEST_BROKEN_FILE=" + broken, "SHARDVISOR_TEST_CRASH_FILE=" + crash},
+		"SHARDVISOR_TEST_BROKEN_FILE=" + broken, "SHARDVISOR_TEST_CRASH_FILE=" + crash, "SHARDVISOR_TEST_EVENTS_FILE=" + events},
 		append([]string{"run", "-shards", "8"}, fastFlags(fake, addr)...)...)
 	start := p.until(t, "ready", ready)
 	if len(start.Clusters) != 2 {
@@ -113,6 +117,8 @@ func TestRollingRestartHandsOff(t *testing.T) {
 	if got, want := metricSum(t, p, "shardvisor_handoff_resumes_total", ""), 8.0; got != want {
 		t.Errorf("shardvisor_handoff_resumes_total = %v, want %v", got, want)
 	}
+	eachEventOnce(t, "first roll", fake, events)
+	fake.SetEventRate(50)
 
 	// 2. A RESUME refused: a paced IDENTIFY with a fresh State, counted.
 	fake.RefuseResumes(1)
@@ -259,4 +265,64 @@ func metricSum(t *testing.T, p *proc, name, match string) float64 {
 		}
 	}
 	return sum
+}
+
+// eachEventOnce stops the fake's event stream and waits until the
+// handlers (SHARDVISOR_TEST_EVENTS_FILE's lines, written by every process
+// of the bot) have seen every sequence number of each shard's live
+// session, from 1 to the last the fake dispatched, exactly once: nothing
+// lost and nothing twice, across every handoff the session went through.
+// Every shard must have had only that one session.
+func eachEventOnce(t *testing.T, what string, fake *discordtest.Server, file string) {
+	t.Helper()
+	fake.SetEventRate(0)
+	want := map[int]int64{}
+	for _, s := range fake.Record().Sessions {
+		if s.Alive() {
+			want[s.Shard], _ = fake.SessionSeq(s.ID)
+		}
+	}
+	var missing, twice []string
+	harness.Poll(t, what+": every event seen once", 20*time.Millisecond, func() (bool, error) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return false, err
+		}
+		seen := map[int]map[int64]int{}
+		for line := range strings.Lines(string(b)) {
+			var shard int
+			var seq int64
+			var typ string
+			if _, err := fmt.Sscanf(line, "%d %d %s", &shard, &seq, &typ); err != nil {
+				continue // a line still being written
+			}
+			if seen[shard] == nil {
+				seen[shard] = map[int64]int{}
+			}
+			seen[shard][seq]++
+		}
+		missing, twice = nil, nil
+		for shard, last := range want {
+			for seq := int64(1); seq <= last; seq++ {
+				switch n := seen[shard][seq]; {
+				case n == 0:
+					missing = append(missing, fmt.Sprintf("shard %d seq %d", shard, seq))
+				case n > 1:
+					twice = append(twice, fmt.Sprintf("shard %d seq %d (%d times)", shard, seq, n))
+				}
+			}
+		}
+		if len(twice) > 0 {
+			return true, nil // seen twice cannot heal
+		}
+		return len(missing) == 0, fmt.Errorf("%d events not seen, e.g. %v", len(missing), missing[:min(len(missing), 5)])
+	})
+	if len(twice) > 0 {
+		t.Errorf("%s: %d events handled twice, e.g. %v", what, len(twice), twice[:min(len(twice), 5)])
+	}
+	total := int64(0)
+	for _, n := range want {
+		total += n
+	}
+	t.Logf("%s: %d events of %d shards, each handled once", what, total, len(want))
 }

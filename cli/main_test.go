@@ -53,6 +53,20 @@ func TestMain(m *testing.M) {
 				}
 			})
 		}
+		// Every dispatch the handlers see, as "shard seq type" lines
+		// appended to the file this names: the proof that a handoff loses
+		// no event and delivers none twice (seqsSeen).
+		if f := os.Getenv("SHARDVISOR_TEST_EVENTS_FILE"); f != "" && len(os.Args) > 1 && os.Args[1] == "cluster" {
+			out, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+			if err != nil {
+				panic(err)
+			}
+			bot.Handle(func(s *discordgo.Session, e *discordgo.Event) {
+				if e.Sequence > 0 {
+					fmt.Fprintf(out, "%d %d %s\n", s.ShardID, e.Sequence, e.Type)
+				}
+			})
+		}
 		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)

@@ -14,7 +14,9 @@ import (
 // while events flow and starts it again: the stop leaves every session
 // open at Discord and one sealed 0600 record per shard; the new supervisor
 // RESUMEs all 8 shards (no IDENTIFY, no session start), each at the
-// resume URL with its cache as before (/state), and takes every record.
+// resume URL with its cache as before (/state), and takes every record;
+// the handlers of the two supervisors' processes together see every event
+// of every session exactly once.
 // Then a record corrupted and one removed: those two shards identify, the
 // corrupt one is logged and counted, the other six resume. No session id
 // shows in the logs.
@@ -22,7 +24,8 @@ func TestSupervisorRestartResumes(t *testing.T) {
 	fake := newFake(t, discordtest.Options{Guilds: 40, Shards: 8, ChannelsPerGuild: 3, RolesPerGuild: 2, EventRate: 50})
 	dir := filepath.Join(t.TempDir(), "sessions")
 	addr := freeAddr(t)
-	env := []string{"DISCORD_TOKEN=" + secretToken, "SHARDVISOR_SHARDS_PER_CLUSTER=4"}
+	events := filepath.Join(t.TempDir(), "events")
+	env := []string{"DISCORD_TOKEN=" + secretToken, "SHARDVISOR_SHARDS_PER_CLUSTER=4", "SHARDVISOR_TEST_EVENTS_FILE=" + events}
 	args := append([]string{"run", "-shards", "8", "-session-dir", dir}, fastFlags(fake, addr)...)
 	var logs strings.Builder
 
@@ -83,6 +86,8 @@ func TestSupervisorRestartResumes(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, "shard-*.session")); len(left) != 0 {
 		t.Errorf("records left after the start: %v; each is taken once", left)
 	}
+	eachEventOnce(t, "restart", fake, events)
+	fake.SetEventRate(50)
 	stop(p, "second run")
 
 	// 2. A corrupt record and a missing one: those shards identify.

@@ -132,3 +132,19 @@ func (r *replayRing) since(seq, cur int64) ([][]byte, bool) {
 	}
 	return out, true
 }
+
+// SessionSeq returns the last sequence number the session with this id
+// has dispatched (replayable to a RESUME), and false for an unknown id. A
+// test that stops the event stream (SetEventRate(0)) can compare it with
+// what a client's handlers saw: every number from 1 to it, each once.
+func (s *Server) SessionSeq(id string) (int64, bool) {
+	s.mu.Lock()
+	ss, ok := s.sessions[id]
+	s.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.seq, true
+}
