@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardvisor/shardvisor/cluster"
@@ -48,6 +47,7 @@ type runFlags struct {
 	resumeCrash     bool
 	metricsAddr     string
 	scrapeTimeout   time.Duration
+	scrapeReuse     time.Duration
 	reap            string
 	controlSocket   string
 	fleet           fleetFlags
@@ -82,6 +82,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.resumeCrash, "resume-after-crash", false, "the process that replaces a crashed cluster RESUMEs its sessions from their last report (about once a second) instead of identifying: no session starts spent, but the cache starts empty and the events of up to a second before the crash arrive twice (at least once)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
+	fs.DurationVar(&f.scrapeReuse, "scrape-reuse", 500*time.Millisecond, "a scrape of /metrics that comes this soon after an identical one began gets that one's answer instead of asking the clusters again; at most 1s, below the shortest scrape interval; 0: never")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
 	fs.StringVar(&f.controlSocket, "control-socket", controlSocketAuto, "unix socket (mode 0660) for shardvisor ctl: status, roll, restart CLUSTER; auto: $RUNTIME_DIRECTORY/control.sock when systemd gives RUNTIME_DIRECTORY, else none; empty: none")
 }
@@ -290,8 +291,8 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	}
 	c.sup.RegisterMetrics(reg)
 	children := metrics.NewChildren(c.sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
-	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prometheus.Gatherers{reg, children}),
-		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), reg)
+	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(metrics.Concurrent(reg, children)),
+		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), f.scrapeReuse, reg)
 
 	defer func() {
 		if err != nil {
