@@ -16,6 +16,7 @@ import (
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/metrics"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
 
@@ -69,6 +70,9 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		if !d.ok {
 			return nil, configError(fmt.Errorf("%s: must be positive", d.name))
 		}
+	}
+	if f.scrapeReuse < 0 || f.scrapeReuse > metrics.MaxReuse {
+		return nil, configError(fmt.Errorf("-scrape-reuse: must be between 0 and %v (below the shortest scrape interval)", metrics.MaxReuse))
 	}
 	for _, a := range []struct{ name, v string }{{"-metrics-addr", f.metricsAddr}, {"-identify-queue-listen", f.queueListen}} {
 		if a.v != "" {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardvisor/shardvisor/cluster"
@@ -51,6 +50,7 @@ type runFlags struct {
 	sessionWindow   time.Duration
 	metricsAddr     string
 	scrapeTimeout   time.Duration
+	scrapeReuse     time.Duration
 	reap            string
 	controlSocket   string
 	fleet           fleetFlags
@@ -87,6 +87,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.sessionWindow, "session-resume-window", time.Minute, "with -session-dir: a record older than this is discarded and its shard identifies (Discord keeps a dropped session only briefly and does not say how long)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
+	fs.DurationVar(&f.scrapeReuse, "scrape-reuse", 500*time.Millisecond, "a scrape of /metrics that comes this soon after an identical one began gets that one's answer instead of asking the clusters again; at most 1s, below the shortest scrape interval; 0: never")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
 	fs.StringVar(&f.controlSocket, "control-socket", controlSocketAuto, "unix socket (mode 0660) for shardvisor ctl: status, roll, restart CLUSTER; auto: $RUNTIME_DIRECTORY/control.sock when systemd gives RUNTIME_DIRECTORY, else none; empty: none")
 }
@@ -311,8 +312,8 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	}
 	c.sup.RegisterMetrics(reg)
 	children := metrics.NewChildren(c.sup.Children, f.scrapeTimeout, log.With("component", "metrics"), reg)
-	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prometheus.Gatherers{reg, children}),
-		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), reg)
+	metricsHandler := metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(metrics.Concurrent(reg, children)),
+		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}), f.scrapeReuse, reg)
 
 	defer func() {
 		if err != nil {

@@ -114,13 +114,17 @@ func (p *process) exited() bool {
 	}
 }
 
-// httpGet fetches url with client and returns the body of a 200 answer.
-func httpGet(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+// httpGet fetches url with client and returns the body of a 200 answer;
+// header is pairs of a request header's name and value.
+func httpGet(ctx context.Context, client *http.Client, url string, header ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -63,7 +63,7 @@ func exporters(t *testing.T) []struct {
 			sup.RegisterMetrics(reg)
 		}},
 		{"shared scrapes", func(reg prom.Registerer) {
-			metrics.ShareResponses(http.NotFoundHandler(), reg)
+			metrics.ShareResponses(http.NotFoundHandler(), time.Second, reg)
 		}},
 		{"children", func(reg prom.Registerer) {
 			metrics.NewChildren(func() []metrics.Child { return nil }, time.Second, nil, reg)

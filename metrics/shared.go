@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -61,36 +62,64 @@ func (s *sharedGatherer) Gather() ([]*dto.MetricFamily, error) {
 // overlap and ask for the same thing (method, URI and Accept) share one
 // answer: h runs once, its response is kept while it runs, and the
 // requests that arrived meanwhile get a copy of it, the encoding done once.
+// With reuse > 0 a complete 200 answer is also kept after it is written,
+// and an identical request that comes less than reuse after h began
+// making it gets a copy too, without h running: what it is served is at
+// most reuse older than when it asked (plus, as with Shared, the part of
+// a gather already under way when h began). A scraper that sends
+// Cache-Control: no-cache (or max-age=0) is never served a kept answer.
+// reuse must stay below the shortest interval anyone scrapes at (MaxReuse
+// at most): then each scraper still sees every sample fresh, and only
+// scrapers that come close together (a Prometheus pair, an agent, curl)
+// share one gather. At most maxKept answers are kept, and one is dropped
+// when a later request finds it expired.
+//
 // Compression is ShareResponses' too, done once per answer: h never sees
 // Accept-Encoding (so promhttp answers uncompressed), and the requests that
 // accept gzip get the answer gzipped, at gzip's best speed (a scrape of
 // hundreds of kilobytes on loopback or a LAN gains more from a fast
-// compression than from a small one). As with Shared, nothing is kept once
-// the answer is written. h must answer from method, URI and Accept alone
-// (as promhttp's handlers do): the first request's context and other
-// headers decide for all. Each request that waits for another's response
-// is counted in shardvisor_scrapes_shared_total, registered with reg.
-func ShareResponses(h http.Handler, reg prometheus.Registerer) http.Handler {
-	s := &sharedHandler{h: h, flights: map[string]*response{},
+// compression than from a small one). h must answer from method, URI and
+// Accept alone (as promhttp's handlers do): the first request's context
+// and other headers decide for all. Each request that waits for another's
+// response is counted in shardvisor_scrapes_shared_total, each served a
+// kept one in shardvisor_scrapes_reused_total, both registered with reg.
+func ShareResponses(h http.Handler, reuse time.Duration, reg prometheus.Registerer) http.Handler {
+	s := &sharedHandler{h: h, reuse: min(reuse, MaxReuse), flights: map[string]*response{}, kept: map[string]*response{},
 		shared: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardvisor_scrapes_shared_total",
 			Help: "Scrapes of /metrics that waited for the response of an identical scrape under way when they came, instead of asking the clusters again.",
+		}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardvisor_scrapes_reused_total",
+			Help: "Scrapes of /metrics answered with the response of an identical scrape begun less than -scrape-reuse before, instead of asking the clusters again.",
 		})}
-	reg.MustRegister(s.shared)
+	reg.MustRegister(s.shared, s.reused)
 	return s
 }
 
+// MaxReuse is the longest reuse ShareResponses takes (a longer one is cut
+// to it): one second, Prometheus' shortest usual scrape interval.
+const MaxReuse = time.Second
+
+// maxKept bounds the answers ShareResponses keeps for reuse: one per
+// distinct URI and Accept, of which a Prometheus, an agent and a browser
+// send a few.
+const maxKept = 8
+
 type sharedHandler struct {
-	h       http.Handler
-	shared  prometheus.Counter
-	mu      sync.Mutex
-	flights map[string]*response // by key, while h runs
+	h              http.Handler
+	reuse          time.Duration
+	shared, reused prometheus.Counter
+	mu             sync.Mutex
+	flights        map[string]*response // by key, while h runs
+	kept           map[string]*response // by key, complete 200 answers begun less than reuse ago (or expired, not yet dropped)
 }
 
 // response is what h answered, once done is closed; gzipped is made from
 // it by the first request that wants it.
 type response struct {
 	done   chan struct{}
+	began  time.Time // when h began making it
 	status int
 	header http.Header
 	body   bytes.Buffer
@@ -170,9 +199,28 @@ func acceptsGzip(values []string) bool {
 	return false
 }
 
+// wantsFresh tells whether a request's Cache-Control forbids answering it
+// from a kept response: no-cache, or max-age=0.
+func wantsFresh(values []string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			switch d := strings.ToLower(strings.TrimSpace(part)); {
+			case d == "no-cache", d == "no-store":
+				return true
+			case strings.HasPrefix(d, "max-age="):
+				if n, err := strconv.Atoi(strings.TrimPrefix(d, "max-age=")); err == nil && n == 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (s *sharedHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	key := strings.Join([]string{req.Method, req.URL.RequestURI(), strings.Join(req.Header.Values("Accept"), ",")}, "\x00")
 	gzipOK := acceptsGzip(req.Header.Values("Accept-Encoding"))
+	now := time.Now()
 	s.mu.Lock()
 	if f, ok := s.flights[key]; ok {
 		s.mu.Unlock()
@@ -184,7 +232,18 @@ func (s *sharedHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return
 	}
-	f := &response{done: make(chan struct{}), header: http.Header{}}
+	for k, f := range s.kept {
+		if now.Sub(f.began) >= s.reuse {
+			delete(s.kept, k)
+		}
+	}
+	if f, ok := s.kept[key]; ok && !wantsFresh(req.Header.Values("Cache-Control")) {
+		s.mu.Unlock()
+		s.reused.Inc()
+		f.writeTo(w, gzipOK)
+		return
+	}
+	f := &response{done: make(chan struct{}), began: now, header: http.Header{}}
 	s.flights[key] = f
 	s.mu.Unlock()
 	plain := req.Clone(req.Context())
@@ -201,6 +260,9 @@ func (s *sharedHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 			s.mu.Lock()
 			delete(s.flights, key)
+			if _, had := s.kept[key]; completed && f.status == http.StatusOK && s.reuse > 0 && (had || len(s.kept) < maxKept) {
+				s.kept[key] = f
+			}
 			s.mu.Unlock()
 			close(f.done)
 		}()

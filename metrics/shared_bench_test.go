@@ -57,7 +57,7 @@ func BenchmarkSharedScrapes32(b *testing.B) {
 					}
 					return m
 				}))
-				h = metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prom.Gatherers{reg, kids}), opts), reg)
+				h = metrics.ShareResponses(promhttp.HandlerFor(metrics.Shared(prom.Gatherers{reg, kids}), opts), 0, reg)
 			} else {
 				for i := range clusters {
 					prom.WrapRegistererWith(prom.Labels{metrics.Label: strconv.Itoa(i)}, reg).MustRegister(
@@ -84,7 +84,7 @@ func BenchmarkSharedScrapes32(b *testing.B) {
 				}
 				return nil
 			}
-			lone, all := scrapeConcurrently(b, scrape, 8, 25)
+			lone, all := scrapeConcurrently(b, scrape, scrape, 8, 25)
 			b.ReportMetric(ms(quantile(lone, 0.5)), "lone-ms")
 			b.ReportMetric(ms(quantile(all, 0.5)), "p50-ms")
 			b.ReportMetric(ms(quantile(all, 0.99)), "p99-ms")
@@ -135,24 +135,28 @@ func fakeChild(b *testing.B, id int) metrics.Child {
 	}}
 }
 
-// scrapeConcurrently times 5 lone scrapes, then, per b.Loop turn, scrapers
-// scrapers scraping each times back to back. Each scraper keeps its
-// connection, as Prometheus does (the client must keep scrapers idle ones).
-func scrapeConcurrently(b *testing.B, scrape func() error, scrapers, each int) (lone, all []time.Duration) {
-	timed := func() (time.Duration, error) {
-		start := time.Now()
-		err := scrape()
-		return time.Since(start), err
+// scrapeConcurrently times 5 lone scrapes (with lone), then, per b.Loop
+// turn, scrapers scrapers scraping (with scrape) each times back to back.
+// Each scraper keeps its connection, as Prometheus does (the client must
+// keep scrapers idle ones).
+func scrapeConcurrently(b *testing.B, lone, scrape func() error, scrapers, each int) (lones, all []time.Duration) {
+	timer := func(f func() error) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			start := time.Now()
+			err := f()
+			return time.Since(start), err
+		}
 	}
-	if _, err := timed(); err != nil { // the first has no fetch times yet
+	timed, timedLone := timer(scrape), timer(lone)
+	if _, err := timedLone(); err != nil { // the first has no fetch times yet
 		b.Fatal(err)
 	}
 	for range 5 {
-		d, err := timed()
+		d, err := timedLone()
 		if err != nil {
 			b.Fatal(err)
 		}
-		lone = append(lone, d)
+		lones = append(lones, d)
 	}
 	// Untimed, a first concurrent round opens each scraper's connection,
 	// as Prometheus keeps its own open: what is timed is the steady state.
@@ -164,7 +168,7 @@ func scrapeConcurrently(b *testing.B, scrape func() error, scrapers, each int) (
 		}
 	}
 	b.StopTimer()
-	return lone, all
+	return lones, all
 }
 
 // round runs scrapers goroutines scraping each times back to back and

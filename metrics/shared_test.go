@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -164,7 +165,7 @@ func body(t *testing.T, rec *httptest.ResponseRecorder) string {
 func TestShareResponsesOverlappingRequestsShareOne(t *testing.T) {
 	h := &blockingHandler{started: make(chan struct{}, 10), release: make(chan struct{})}
 	reg := prometheus.NewPedanticRegistry()
-	s := ShareResponses(h, reg)
+	s := ShareResponses(h, 0, reg)
 	shared := func() float64 { return testutil.ToFloat64(s.(*sharedHandler).shared) }
 	get := func(uri, accept, encoding string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, uri, nil)
@@ -240,7 +241,7 @@ func TestAcceptsGzip(t *testing.T) {
 
 func TestShareResponsesPanicAnswers500(t *testing.T) {
 	h := &blockingHandler{started: make(chan struct{}, 10), release: make(chan struct{})}
-	s := ShareResponses(h, prometheus.NewRegistry())
+	s := ShareResponses(h, 0, prometheus.NewRegistry())
 	panicked := make(chan any, 1)
 	go func() {
 		defer func() { panicked <- recover() }()
@@ -260,5 +261,109 @@ func TestShareResponsesPanicAnswers500(t *testing.T) {
 	}
 	if rec := <-joined; rec.Code != http.StatusInternalServerError || rec.Body.Len() != 0 {
 		t.Errorf("the request that joined a panicking one: %d %q, want a bare 500", rec.Code, rec.Body)
+	}
+}
+
+// numbered answers each request with its number, or with status when
+// the URI asks for it (?status=503).
+type numbered struct{ calls atomic.Int32 }
+
+func (h *numbered) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := h.calls.Add(1)
+	if s := r.URL.Query().Get("status"); s != "" {
+		code, _ := strconv.Atoi(s)
+		w.WriteHeader(code)
+	}
+	fmt.Fprintf(w, "answer of call %d%s", n, strings.Repeat(" ", 2000))
+}
+
+func TestShareResponsesReusesKeptAnswers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const reuse = 500 * time.Millisecond
+		h := &numbered{}
+		s := ShareResponses(h, reuse, prometheus.NewPedanticRegistry()).(*sharedHandler)
+		get := func(uri string, header ...string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(http.MethodGet, uri, nil)
+			for i := 0; i+1 < len(header); i += 2 {
+				req.Header.Set(header[i], header[i+1])
+			}
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			return rec
+		}
+		step := func(what, uri, want string, header ...string) {
+			t.Helper()
+			if got := body(t, get(uri, header...)); got != want {
+				t.Errorf("%s: got %q, want %q", what, got, want)
+			}
+		}
+		step("the first scrape", "/metrics", "answer of call 1", "Accept-Encoding", "gzip")
+		time.Sleep(reuse - time.Nanosecond)
+		// The same answer, gzipped or not, whoever asks for it.
+		step("an identical scrape just within reuse", "/metrics", "answer of call 1")
+		step("an identical scrape with gzip", "/metrics", "answer of call 1", "Accept-Encoding", "gzip")
+		if rec := get("/metrics", "Accept-Encoding", "gzip"); rec.Header().Get("Content-Encoding") != "gzip" {
+			t.Errorf("a kept answer to a scrape that accepts gzip: Content-Encoding %q, want gzip", rec.Header().Get("Content-Encoding"))
+		}
+		step("a scrape of another Accept", "/metrics", "answer of call 2", "Accept", "application/openmetrics-text")
+		step("a scrape of another URI", "/metrics?x=1", "answer of call 3")
+		// no-cache: gathered afresh, and what it got is what is kept now.
+		step("a scrape with no-cache", "/metrics", "answer of call 4", "Cache-Control", "no-cache")
+		step("a scrape with max-age=0", "/metrics", "answer of call 5", "Cache-Control", "max-age=0")
+		step("an identical scrape after that", "/metrics", "answer of call 5", "Cache-Control", "max-age=60")
+		time.Sleep(reuse)
+		step("an identical scrape reuse after the kept one began", "/metrics", "answer of call 6")
+		// Only complete 200 answers are kept.
+		step("a failed scrape", "/metrics?status=503", "answer of call 7")
+		step("the failed scrape again", "/metrics?status=503", "answer of call 8")
+		if got := testutil.ToFloat64(s.reused); got != 4 {
+			t.Errorf("shardvisor_scrapes_reused_total = %v, want 4", got)
+		}
+		if got := testutil.ToFloat64(s.shared); got != 0 {
+			t.Errorf("shardvisor_scrapes_shared_total = %v, want 0: nothing overlapped", got)
+		}
+		// At most maxKept answers; expired ones are dropped.
+		time.Sleep(reuse)
+		for i := range maxKept + 1 {
+			get(fmt.Sprintf("/metrics?n=%d", i))
+		}
+		calls := h.calls.Load()
+		step("the scrape that found the kept answers full, again", fmt.Sprintf("/metrics?n=%d", maxKept), fmt.Sprintf("answer of call %d", calls+1))
+		step("a scrape whose answer is kept", "/metrics?n=0", fmt.Sprintf("answer of call %d", calls-maxKept))
+		s.mu.Lock()
+		if len(s.kept) != maxKept {
+			t.Errorf("%d answers kept, want %d", len(s.kept), maxKept)
+		}
+		s.mu.Unlock()
+		time.Sleep(reuse)
+		step("a scrape after every kept answer expired", "/metrics?n=0", fmt.Sprintf("answer of call %d", calls+2))
+		s.mu.Lock()
+		if len(s.kept) != 1 {
+			t.Errorf("%d answers kept once the others expired, want 1", len(s.kept))
+		}
+		s.mu.Unlock()
+	})
+}
+
+func TestShareResponsesWithoutReuseKeepsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &numbered{}
+		s := ShareResponses(h, 0, prometheus.NewRegistry())
+		for i := range 3 {
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+			if got, want := body(t, rec), fmt.Sprintf("answer of call %d", i+1); got != want {
+				t.Errorf("scrape %d: got %q, want %q", i, got, want)
+			}
+		}
+	})
+}
+
+func TestWantsFresh(t *testing.T) {
+	for in, want := range map[string]bool{"": false, "no-cache": true, "No-Cache": true, "max-age=0": true,
+		"max-age=0, private": true, "no-store": true, "max-age=1": false, "public, max-age=60": false, "no-transform": false} {
+		if got := wantsFresh([]string{in}); got != want {
+			t.Errorf("wantsFresh(%q) = %v, want %v", in, got, want)
+		}
 	}
 }
