@@ -269,7 +269,7 @@ func TestPrometheus(t *testing.T) {
 	need(t, "promtool")
 	const shards, clusters = 8, 4
 	b := startBot(t, discordtest.Options{Guilds: 80, MaxConcurrency: 2, EventRate: 2}, shards, clusters,
-		"-scrape-timeout", "750ms")
+		"-scrape-timeout", "750ms", "-session-dir", t.TempDir())
 	prom := startPrometheus(t, bin, b.addr)
 
 	// Every cluster's series, scraped at least twice before anything

@@ -16,6 +16,7 @@ import (
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/identify"
 	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/sessiondir"
 	"github.com/shardvisor/shardvisor/metrics"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
@@ -53,9 +54,13 @@ func exporters(t *testing.T) []struct {
 			if err != nil {
 				t.Fatal(err)
 			}
+			sessions, err := sessiondir.Open(t.TempDir(), sessiondir.Binding{UserID: "1", ShardCount: 4, Token: tok}, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
 			sup, err := supervisor.New(supervisor.Config{Plan: plan, Launcher: &supervisor.ExecLauncher{},
 				Policy:          supervisor.RestartPolicy{Delay: time.Second, MaxDelay: time.Minute, Stable: time.Minute},
-				ShutdownTimeout: time.Second, ChildWatchdog: time.Second, Token: tok,
+				ShutdownTimeout: time.Second, ChildWatchdog: time.Second, Token: tok, Sessions: sessions,
 				Queue: queue(prom.NewRegistry())}, nil)
 			if err != nil {
 				t.Fatal(err)
