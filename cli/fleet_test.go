@@ -209,6 +209,11 @@ func TestFleetCallsEndToEnd(t *testing.T) {
 	}
 	t.Logf("broadcast with cluster 3 killed -9 answered in %v: %s", took.Round(time.Millisecond), down.Answers[3].Err)
 
+	// The supervisor sees the death before it is stopped: a process that
+	// dies of SIGKILL during a stop is an unclean stop (exit 1).
+	p.until(t, "cluster 3 restarted and ready", func(s supervisor.Snapshot) bool {
+		return s.Ready && s.Clusters[3].Restarts == 1
+	})
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit %d", code)
