@@ -64,6 +64,7 @@ var typeNames = [...]string{
 	TypeHandoffRequest: "handoff-request", TypeHandoffShard: "handoff-shard",
 	TypeHandoffEnd: "handoff-end", TypeHandoffAbort: "handoff-abort",
 	TypeSessionCheckpoint: "session-checkpoint",
+	TypeRESTTicket:        "rest-ticket", TypeRESTGrant: "rest-grant", TypeRESTReport: "rest-report",
 }
 
 func (t Type) String() string {
@@ -86,7 +87,8 @@ func MaxPayload(t Type) int {
 	switch t {
 	case TypeHello, TypeWelcome, TypeIdentifyRequest, TypeIdentifyGrant,
 		TypeIdentifyDone, TypeMetricsRequest, TypeFatal,
-		TypeHandoffRequest, TypeHandoffEnd, TypeHandoffAbort:
+		TypeHandoffRequest, TypeHandoffEnd, TypeHandoffAbort,
+		TypeRESTTicket, TypeRESTGrant, TypeRESTReport:
 		return MaxSmall
 	case TypeHandoffShard:
 		return MaxHandoff

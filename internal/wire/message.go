@@ -53,6 +53,9 @@ type Welcome struct {
 	// Checkpoint asks the child to report its sessions (checkpoint.go) so
 	// that a crash can be resumed from.
 	Checkpoint bool `json:"-"`
+	// RESTTickets asks the child to take a ticket from the supervisor
+	// before each REST request (rest.go): one rate limit for the bot.
+	RESTTickets bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -200,11 +203,12 @@ type welcomeWire struct {
 	Handoff bool   `json:"handoff,omitempty"`
 	Cause   string `json:"handoff_cause,omitempty"`
 	Check   bool   `json:"checkpoint,omitempty"`
+	REST    bool   `json:"rest_tickets,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
 	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet, Handoff: m.Handoff,
-		Cause: m.HandoffCause, Check: m.Checkpoint})
+		Cause: m.HandoffCause, Check: m.Checkpoint, REST: m.RESTTickets})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -213,7 +217,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	m.Token, m.Fleet, m.Handoff = secret.Token{}, w.Fleet, w.Handoff
-	m.HandoffCause, m.Checkpoint = w.Cause, w.Check
+	m.HandoffCause, m.Checkpoint, m.RESTTickets = w.Cause, w.Check, w.REST
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -294,6 +298,9 @@ func newMessage(t Type) Message {
 		return new(HandoffAbort)
 	case TypeSessionCheckpoint:
 		return new(SessionCheckpoint)
+	}
+	if m := newRESTMessage(t); m != nil {
+		return m
 	}
 	return newFleetMessage(t)
 }

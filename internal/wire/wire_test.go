@@ -36,6 +36,7 @@ func sampleMessages(t testing.TB) []Message {
 		&Welcome{Token: mustToken(t, "abc.def.ghi")},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true, HandoffCause: CauseCrash, Checkpoint: true},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true, RESTTickets: true},
 		&Hello{ClusterID: 1, PID: 7, ShardIDs: []int{2}, Handoff: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
@@ -53,6 +54,10 @@ func sampleMessages(t testing.TB) []Message {
 		&HandoffEnd{Shards: 2},
 		&HandoffAbort{Reason: "the new process exited"},
 		&SessionCheckpoint{Shards: []HandoffShard{{Shard: 15, SessionID: mustToken(t, "0123abcd"), Seq: 42, ResumeURL: "wss://gateway-us-east1-b.discord.gg"}}},
+		&RESTTicket{ID: 7, Key: "POST channels/1150000000000000001/messages"},
+		&RESTGrant{ID: 7, Wait: 120 * time.Millisecond},
+		&RESTReport{Key: "POST channels/1150000000000000001/messages", Status: 429, Bucket: "abcd1234", Limit: 5,
+			ResetAfter: 4200 * time.Millisecond, RetryAfter: 4200 * time.Millisecond, Scope: "user"},
 	}, fleetSamples()...)
 }
 
@@ -278,5 +283,29 @@ func TestHandoffShardChunks(t *testing.T) {
 		if want := max(1, (size+HandoffChunk-1)/HandoffChunk); len(got) != want || !bytes.Equal(joined, snap) {
 			t.Fatalf("%d bytes: %d chunks (want %d), joined equal %t", size, len(got), want, bytes.Equal(joined, snap))
 		}
+	}
+}
+
+func TestRESTValidation(t *testing.T) {
+	for name, m := range map[string]Message{
+		"empty key":           &RESTTicket{ID: 1},
+		"long key":            &RESTTicket{ID: 1, Key: strings.Repeat("a", MaxRESTKey+1)},
+		"control byte":        &RESTTicket{ID: 1, Key: "GET a\nb"},
+		"negative wait":       &RESTGrant{ID: 1, Wait: -1},
+		"wait of days":        &RESTGrant{ID: 1, Wait: 48 * time.Hour},
+		"status 42":           &RESTReport{Key: "GET x", Status: 42},
+		"negative remaining":  &RESTReport{Key: "GET x", Status: 200, Remaining: -1},
+		"negative reset":      &RESTReport{Key: "GET x", Status: 200, ResetAfter: -time.Second},
+		"huge retry":          &RESTReport{Key: "GET x", Status: 429, RetryAfter: 1000 * time.Hour},
+		"bucket of a novel":   &RESTReport{Key: "GET x", Status: 200, Bucket: strings.Repeat("b", 200)},
+		"report without key":  &RESTReport{Status: 200},
+		"report with a tab\t": &RESTReport{Key: "GET\tx", Status: 200},
+	} {
+		if err := m.Validate(); err == nil {
+			t.Errorf("%s: %#v validated", name, m)
+		}
+	}
+	if err := (&RESTReport{Key: "GET gateway/bot", Status: 0}).Validate(); err != nil {
+		t.Errorf("a report of a request without a response: %v", err)
 	}
 }
