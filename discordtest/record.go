@@ -154,7 +154,7 @@ type Interval struct {
 type InteractionRecord struct {
 	ID       string    `json:"id"`
 	GuildID  string    `json:"guild_id,omitempty"` // empty for a DM
-	Shard    int       `json:"shard"`              // routed with Options.Shards
+	Shard    int       `json:"shard"`              // routed with RecommendedShards
 	Command  string    `json:"command"`
 	SentAt   time.Time `json:"sent_at"`
 	Sessions []string  `json:"sessions"` // sessions it was dispatched to
