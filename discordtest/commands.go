@@ -28,7 +28,7 @@ func (s *Server) commandScope(w http.ResponseWriter, r *http.Request) (string, b
 	if g == "" {
 		return "", true
 	}
-	if _, ok := guildIndex(g, s.opts.Guilds); !ok {
+	if _, ok := guildIndex(g, s.guildTotal()); !ok {
 		writeError(w, http.StatusForbidden, 50001, "Missing Access")
 		return "", false
 	}

@@ -175,6 +175,57 @@ func (s *Server) ControlHandler() http.Handler {
 		s.SetEventRate(*req.Rate)
 		writeJSON(w, http.StatusOK, map[string]any{"per_shard_per_second": *req.Rate})
 	})
+	handle("POST", "/add-guilds", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			N int `json:"n"`
+		}
+		if !controlDecode(w, r, &req) {
+			return
+		}
+		ids, err := s.AddGuilds(req.N)
+		if err != nil {
+			controlError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"guild_ids": ids, "guilds": s.guildTotal()})
+	})
+	handle("POST", "/recommended-shards", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Shards int `json:"shards"`
+		}
+		if !controlDecode(w, r, &req) {
+			return
+		}
+		if err := s.SetRecommendedShards(req.Shards); err != nil {
+			controlError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"shards": req.Shards})
+	})
+	handle("GET", "/live-sessions", func(w http.ResponseWriter, r *http.Request) {
+		ls, err := s.LiveSessionsOf(r.URL.Query().Get("guild_id"))
+		if err != nil {
+			controlError(w, http.StatusNotFound, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"sessions": ls})
+	})
+	handle("GET", "/uncovered", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		from, err := time.Parse(time.RFC3339Nano, q.Get("from"))
+		if err != nil {
+			controlError(w, http.StatusBadRequest, fmt.Errorf(`uncovered: "from" must be an RFC 3339 time: %w`, err))
+			return
+		}
+		var to time.Time
+		if v := q.Get("to"); v != "" {
+			if to, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				controlError(w, http.StatusBadRequest, fmt.Errorf(`uncovered: "to" must be an RFC 3339 time: %w`, err))
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"gaps": s.Uncovered(from, to)})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		controlError(w, http.StatusNotFound, fmt.Errorf("no control route %s %s", r.Method, r.URL.Path))
 	})

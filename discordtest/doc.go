@@ -21,7 +21,7 @@
 //
 // # REST
 //
-// GET gateway; GET gateway/bot (url, shards = Options.Shards,
+// GET gateway; GET gateway/bot (url, shards = RecommendedShards,
 // session_start_limit {total, remaining, reset_after ms, max_concurrency});
 // GET users/@me; GET applications/@me (and oauth2/applications/@me);
 // application commands, global and per guild (GET, PUT bulk
@@ -83,7 +83,9 @@
 // answer. Payload compression: without compress in the URL, with
 // Options.Compress and IDENTIFY compress:true, frames from READY on are
 // binary, one complete zlib stream each (discordgo's mode). Sessions get
-// INTERACTION_CREATE from Interact and MESSAGE_CREATE at the event rate.
+// INTERACTION_CREATE from Interact and MESSAGE_CREATE at the event rate:
+// each session a stream of its own, EventRate per second, about the guilds
+// of its shard (not shared with other sessions holding the same guilds).
 //
 // Rules enforced, in the order checked for an IDENTIFY: 4005 second
 // IDENTIFY on an identified socket (RESUME too); 4004 wrong token (with or
@@ -119,6 +121,33 @@
 // closed with 4004 (authentication failed), the token stops working on the
 // gateway and on REST (401) for the rest of the server's life, and
 // Record.TokenRevoked is set.
+//
+// # Resharding
+//
+// What a live reshard meets on Discord. SetRecommendedShards changes GET
+// gateway/bot's shards at run time (Options().Shards and RecommendedShards
+// follow). AddGuilds adds guilds (the bot joins them) with the next ids of
+// the id scheme, so earlier ids never move: every session not ended whose
+// shard now holds more than MaxGuildsPerShard ends — closed with 4011
+// "sharding required" (not resumable), or, detached, no longer resumable —
+// and the others get a GUILD_CREATE per new guild of their shard. IDENTIFYs
+// of any valid count are accepted at any time, so sessions of two counts
+// (the old shard set and the new one identifying beside it, as twilight
+// does) may be live at once; every guild event goes to the guild's shard
+// of each count, (guild_id >> 22) % count: GUILD_CREATE of new guilds and
+// Interact's INTERACTION_CREATE (InteractionRecord.Sessions lists every
+// session it went to), and the load stays within each session's shard.
+// GuildIDsOf(shard, count) lists a shard's guilds for any count;
+// LiveSessionsOf(guild) names the sessions (id, shard, count) live for a
+// guild now. Coverage over time: the record keeps, per (shard, count), the
+// intervals it was live (ShardLive.Intervals, stamped under one lock with
+// strictly increasing times), and the guild count over time
+// (Record.GuildGrowth); Record.Uncovered(from, to) and Server.Uncovered
+// return every interval in which some guild had no live session of any
+// count ([]Gap: guild id, from, to), exactly, and nothing when each shard
+// of the new count went live before the old shards holding its guilds
+// went away. A detached session waiting for RESUME does not cover its
+// guilds.
 //
 // # Payloads
 //
@@ -171,7 +200,8 @@
 // gap since the bucket's previous IDENTIFY, TooSoon, outcome), every
 // RESUME, every session (start, end, close code and closer, dispatches
 // delivered, resumes), every connection, live sessions per (shard, count)
-// now and at most at one moment (MaxLive 2 means a bot would answer twice),
+// now and at most at one moment (MaxLive 2 means a bot would answer twice)
+// and the intervals each was live, the guild count over time,
 // interactions with every reply, session starts, REST calls by route
 // and status, every 429 (RateLimited), invalid requests and IP bans.
 // WaitFor re-evaluates a condition at every change.
@@ -186,6 +216,10 @@
 //
 //	GET  /_fake/record                     → the Record
 //	GET  /_fake/guilds                     → {"guild_ids": [...]}
+//	POST /_fake/add-guilds                 {"n": 3}                     → {"guild_ids": [the new ones], "guilds": total}
+//	POST /_fake/recommended-shards         {"shards": 16}               (GET gateway/bot's shards)
+//	GET  /_fake/live-sessions?guild_id=ID  → {"sessions": [{"id","shard","shard_count"}]} (404: unknown guild)
+//	GET  /_fake/uncovered?from=RFC3339&to=RFC3339 → {"gaps": [{"guild_id","from","to"}]} (to optional: now)
 //	GET  /_fake/bucket?route=POST%20channels/{channel}/messages&major=ID → the BucketState
 //	POST /_fake/interact                   {"guild_id": "", "channel_id": "", "user_id": "", "command": "ping",
 //	                                        "options": [{"name": "n", "value": 1}], "timeout": "10s"}

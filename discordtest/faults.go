@@ -188,7 +188,7 @@ func (s *Server) SendMalformed(shard int, kind Malformed) int {
 			c.send(frame{raw: true, binary: true, data: []byte("this is not a zlib stream")})
 		case MalformedOversized:
 			ss := sessions[i]
-			k, n := shardGuilds(s.opts.Guilds, ss.shard, ss.count)
+			k, n := shardGuilds(s.guildTotal(), ss.shard, ss.count)
 			if n == 0 {
 				continue
 			}

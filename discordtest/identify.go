@@ -175,7 +175,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	case discordgo.Intent(*d.Intents)&privilegedIntents&^s.opts.PrivilegedIntents != 0:
 		reject(4014, "disallowed intent(s)")
 		return
-	case guildCount(s.opts.Guilds, shard, count) > s.opts.MaxGuildsPerShard:
+	case guildCount(s.guildTotal(), shard, count) > s.opts.MaxGuildsPerShard:
 		reject(4011, "sharding required")
 		return
 	}
@@ -216,7 +216,13 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 		return
 	}
 
-	ss := &session{id: randomToken(), shard: shard, count: count}
+	threshold := d.LargeThreshold
+	if threshold < 50 || threshold > 250 {
+		threshold = 50
+	}
+	// The guilds of READY and of the GUILD_CREATEs that follow are those
+	// of now; AddGuilds sends later ones to the session itself.
+	ss := &session{id: randomToken(), shard: shard, count: count, guilds: s.guildTotal(), largeThreshold: threshold}
 	s.sessions[ss.id] = ss
 	cut := s.takeInvalidGuildsLocked(shard)
 	ss.mu.Lock()
@@ -234,11 +240,7 @@ func (c *conn) identify(raw json.RawMessage, at time.Time) {
 	c.ws.SetReadDeadline(at.Add(s.heartbeatTimeout()))
 	ss.dispatchLocked("READY", s.readyPayload(ss, c.version))
 	ss.mu.Unlock()
-	threshold := d.LargeThreshold
-	if threshold < 50 || threshold > 250 {
-		threshold = 50
-	}
-	for i, k := range guildsOf(s.opts.Guilds, shard, count) {
+	for i, k := range guildsOf(ss.guilds, shard, count) {
 		if i == cut {
 			break
 		}

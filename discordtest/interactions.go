@@ -76,10 +76,10 @@ func (s *Server) Interact(ctx context.Context, in Interaction) (Reply, error) {
 	k, shard := -1, 0
 	if in.GuildID != "" {
 		var ok bool
-		if k, ok = guildIndex(in.GuildID, s.opts.Guilds); !ok {
+		if k, ok = guildIndex(in.GuildID, s.guildTotal()); !ok {
 			return Reply{}, fmt.Errorf("interact: unknown guild %q", in.GuildID)
 		}
-		shard = routeShard(guildID(k), s.opts.Shards)
+		shard = routeShard(guildID(k), s.RecommendedShards())
 	}
 	user := genUser(1)
 	if in.UserID != "" {

@@ -80,7 +80,7 @@ func (s *Server) readyPayload(ss *session, v int) []byte {
 		ID    string `json:"id"`
 		Flags int    `json:"flags"`
 	}
-	ks := guildsOf(s.opts.Guilds, ss.shard, ss.count)
+	ks := guildsOf(ss.guilds, ss.shard, ss.count)
 	guilds := make([]unavailable, len(ks))
 	for i, k := range ks {
 		guilds[i] = unavailable{ID: strconv.FormatUint(guildID(k), 10), Unavailable: true}
@@ -157,10 +157,13 @@ func (s *Server) SetEventRate(perShardPerSecond float64) {
 
 // loadSessions lists the sessions the load goes to: those on live
 // connections, and those detached (still resumable) for less than
-// detachedLoad, whose events a RESUME replays.
-func (s *Server) loadSessions(now time.Time) []*session {
+// detachedLoad, whose events a RESUME replays. It returns the guild count
+// too, read under the same lock: AddGuilds has dispatched the GUILD_CREATE
+// of every guild it counts to these sessions.
+func (s *Server) loadSessions(now time.Time) ([]*session, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	guilds := s.guildTotal()
 	out := make([]*session, 0, len(s.conns))
 	for c := range s.conns {
 		if c.live && c.sess != nil {
@@ -174,7 +177,7 @@ func (s *Server) loadSessions(now time.Time) []*session {
 		}
 		ss.mu.Unlock()
 	}
-	return out
+	return out, guilds
 }
 
 // runLoad is the event generator: every loadTick it gives each live session
@@ -216,7 +219,8 @@ func (s *Server) runLoad() {
 		dt := now.Sub(last).Seconds()
 		last = now
 		ts := now.UTC().Format(time.RFC3339Nano)
-		for _, ss := range s.loadSessions(now) {
+		sessions, guilds := s.loadSessions(now)
+		for _, ss := range sessions {
 			ss.owed += rate * dt
 			n := int(ss.owed)
 			ss.owed -= float64(n)
@@ -226,7 +230,7 @@ func (s *Server) runLoad() {
 			if room := maxBacklog - ss.backlog(); n > room {
 				n = max(room, 0) // the client is behind: do not pile up
 			}
-			first, ng := shardGuilds(s.opts.Guilds, ss.shard, ss.count)
+			first, ng := shardGuilds(guilds, ss.shard, ss.count)
 			if ng == 0 {
 				continue
 			}

@@ -37,7 +37,7 @@ type Record struct {
 	Resumes      []ResumeRecord      `json:"resumes"`
 	Sessions     []SessionRecord     `json:"sessions"`
 	Connections  []ConnRecord        `json:"connections"`
-	Shards       []ShardLive         `json:"shards"`   // per (shard, count) seen live, sorted
+	Shards       []ShardLive         `json:"shards"`   // per (shard, count) seen live, sorted by count, then shard
 	MaxLive      int                 `json:"max_live"` // most live sessions of any one shard at one moment
 	Interactions []InteractionRecord `json:"interactions"`
 	Starts       SessionStarts       `json:"session_starts"`
@@ -50,6 +50,16 @@ type Record struct {
 	InvalidRequests int         `json:"invalid_requests"`
 	Bans            []BanRecord `json:"bans"`       // every IP ban, in order
 	Dispatches      int64       `json:"dispatches"` // dispatch frames written to clients, replays included
+	// GuildGrowth is the guild count over time: Options.Guilds at the
+	// server's start, then one entry per AddGuilds. Guild k (in creation
+	// order) exists from the At of the first entry with Guilds > k.
+	GuildGrowth []GuildCount `json:"guild_growth"`
+}
+
+// GuildCount is the number of guilds from At on.
+type GuildCount struct {
+	At     time.Time `json:"at"`
+	Guilds int       `json:"guilds"`
 }
 
 // IdentifyRecord is one IDENTIFY that decoded.
@@ -125,13 +135,26 @@ type ShardLive struct {
 	ShardCount int `json:"shard_count"`
 	Live       int `json:"live"`     // now
 	MaxLive    int `json:"max_live"` // most at one moment; 2 means a bot would answer twice
+	// Intervals are the times at least one session of (shard, count) was
+	// live, oldest first, disjoint: From is when Live went from 0 to 1
+	// (the moment READY or RESUMED was queued), To when it went back to 0
+	// (the session's connection let go of it), zero while still live. Both
+	// are read under the lock that orders every live change, so intervals
+	// of different shards compare exactly.
+	Intervals []Interval `json:"intervals"`
+}
+
+// Interval is [From, To): To zero means not over yet.
+type Interval struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
 }
 
 // InteractionRecord is one INTERACTION_CREATE injected by Interact.
 type InteractionRecord struct {
 	ID       string    `json:"id"`
 	GuildID  string    `json:"guild_id,omitempty"` // empty for a DM
-	Shard    int       `json:"shard"`              // routed with Options.Shards
+	Shard    int       `json:"shard"`              // routed with RecommendedShards
 	Command  string    `json:"command"`
 	SentAt   time.Time `json:"sent_at"`
 	Sessions []string  `json:"sessions"` // sessions it was dispatched to
@@ -239,6 +262,10 @@ func (r Record) Clone() Record {
 	c.Sessions = slices.Clone(r.Sessions)
 	c.Connections = slices.Clone(r.Connections)
 	c.Shards = slices.Clone(r.Shards)
+	for i := range c.Shards {
+		c.Shards[i].Intervals = slices.Clone(c.Shards[i].Intervals)
+	}
+	c.GuildGrowth = slices.Clone(r.GuildGrowth)
 	c.REST = slices.Clone(r.REST)
 	c.RateLimited = slices.Clone(r.RateLimited)
 	c.Bans = slices.Clone(r.Bans)
@@ -270,11 +297,15 @@ type recorder struct {
 	inter   map[string]int
 	live    map[shardKey]int // index in r.Shards
 	rest    map[restKey]int
+	// lastTick is the time of the last change of coverage (see tick).
+	lastTick time.Time
 }
 
-func newRecorder(starts int) *recorder {
+func newRecorder(starts, guilds int, now time.Time) *recorder {
 	return &recorder{
-		r:       Record{Starts: SessionStarts{Total: starts, Remaining: starts}},
+		lastTick: now,
+		r: Record{Starts: SessionStarts{Total: starts, Remaining: starts},
+			GuildGrowth: []GuildCount{{At: now, Guilds: guilds}}},
 		changed: make(chan struct{}),
 		sess:    make(map[string]int),
 		conns:   make(map[uint64]int),
@@ -351,9 +382,13 @@ func (rc *recorder) session(id string, f func(s *SessionRecord)) {
 	})
 }
 
-// liveDelta adds d to the live count of k and keeps the maxima.
+// liveDelta adds d to the live count of k, keeps the maxima and the live
+// intervals. The caller holds Server.mu, the lock under which sessions go
+// live and stop being live, so the times taken here are in the order of
+// those changes.
 func (rc *recorder) liveDelta(k shardKey, d int) {
 	rc.update(func(r *Record) {
+		now := rc.tick()
 		i, ok := rc.live[k]
 		if !ok {
 			i = len(r.Shards)
@@ -361,10 +396,37 @@ func (rc *recorder) liveDelta(k shardKey, d int) {
 			r.Shards = append(r.Shards, ShardLive{Shard: k.shard, ShardCount: k.count})
 		}
 		l := &r.Shards[i]
+		was := l.Live
 		l.Live += d
 		l.MaxLive = max(l.MaxLive, l.Live)
 		r.MaxLive = max(r.MaxLive, l.MaxLive)
+		switch {
+		case was == 0 && l.Live > 0:
+			l.Intervals = append(l.Intervals, Interval{From: now})
+		case was > 0 && l.Live == 0 && len(l.Intervals) > 0:
+			l.Intervals[len(l.Intervals)-1].To = now
+		}
 	})
+}
+
+// guildsAdded records the guild count from now on. The caller holds
+// Server.mu.
+func (rc *recorder) guildsAdded(guilds int) {
+	rc.update(func(r *Record) { r.GuildGrowth = append(r.GuildGrowth, GuildCount{At: rc.tick(), Guilds: guilds}) })
+}
+
+// tick returns the time of a change of coverage (a shard going live or
+// not, guilds added): now, or a nanosecond after the previous tick if the
+// clock has not moved, so that the times are strictly in the order of the
+// changes and no gap between two changes collapses to nothing. The caller
+// holds rc.mu.
+func (rc *recorder) tick() time.Time {
+	now := time.Now()
+	if !now.After(rc.lastTick) {
+		now = rc.lastTick.Add(time.Nanosecond)
+	}
+	rc.lastTick = now
+	return now
 }
 
 func (rc *recorder) delivered(counts map[string]int64) {

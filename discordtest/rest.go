@@ -228,7 +228,7 @@ func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"url":    s.wsURL,
-		"shards": s.opts.Shards,
+		"shards": s.RecommendedShards(),
 		"session_start_limit": map[string]int64{
 			"total":           int64(s.opts.SessionStartLimit),
 			"remaining":       int64(left),
@@ -257,7 +257,7 @@ func (s *Server) getApplication(w http.ResponseWriter, _ *http.Request) {
 			"global_name": owner.GlobalName, "avatar": nil, "flags": 0, "public_flags": 0},
 		"rpc_origins": []string{}, "redirect_uris": []string{}, "interactions_endpoint_url": nil,
 		"role_connections_verification_url": nil, "tags": []string{},
-		"approximate_guild_count": s.opts.Guilds, "approximate_user_install_count": 0,
+		"approximate_guild_count": s.guildTotal(), "approximate_user_install_count": 0,
 		"integration_types_config": map[string]any{"0": map[string]any{}},
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -131,6 +132,12 @@ type Server struct {
 	closeErr  error
 	wg        sync.WaitGroup // handlers, connections and the load generator
 	loadWake  chan struct{}  // SetEventRate pokes the generator
+	// guilds is the number of guilds (Options.Guilds, then AddGuilds) and
+	// shards the recommended shard count (Options.Shards, then
+	// SetRecommendedShards); both are written holding mu, so a reader
+	// holding mu sees them consistent with the sessions.
+	guilds atomic.Int64
+	shards atomic.Int64
 
 	mu             sync.Mutex
 	closed         bool
@@ -175,7 +182,7 @@ func NewServer(opts Options) (*Server, error) {
 		ln:             ln,
 		url:            "http://" + ln.Addr().String(),
 		wsURL:          "ws://" + ln.Addr().String() + GatewayPath,
-		rec:            newRecorder(o.SessionStartLimit),
+		rec:            newRecorder(o.SessionStartLimit, o.Guilds, time.Now()),
 		lim:            newLimiter(o.RESTRateLimit, o.RouteLimits, o.InvalidRequestLimit, o.InvalidRequestWindow, o.BanPeriod),
 		joined:         time.Now().UTC().Format(time.RFC3339Nano),
 		done:           make(chan struct{}),
@@ -192,6 +199,8 @@ func NewServer(opts Options) (*Server, error) {
 		pending:        make(map[string]*pendingInteraction),
 		eventRate:      o.EventRate,
 	}
+	s.guilds.Store(int64(o.Guilds))
+	s.shards.Store(int64(o.Shards))
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		CheckOrigin:      func(*http.Request) bool { return true },
@@ -347,10 +356,12 @@ func (s *Server) Token() string { return s.opts.Token }
 func (s *Server) ApplicationID() string { return s.opts.ApplicationID }
 
 // Options returns the options in force, defaults applied; RouteLimits is a
-// copy with every route.
+// copy with every route. Guilds and Shards are the current ones: after
+// AddGuilds and SetRecommendedShards.
 func (s *Server) Options() Options {
 	o := s.opts
 	o.RouteLimits = maps.Clone(o.RouteLimits)
+	o.Guilds, o.Shards = s.guildTotal(), s.RecommendedShards()
 	return o
 }
 
@@ -436,9 +447,9 @@ func (s *Server) WaitFor(ctx context.Context, cond func(Record) bool) (Record, e
 	}
 }
 
-// GuildIDs returns every guild id, in creation order.
+// GuildIDs returns every guild id, in creation order (AddGuilds appends).
 func (s *Server) GuildIDs() []string {
-	ids := make([]string, s.opts.Guilds)
+	ids := make([]string, s.guildTotal())
 	for k := range ids {
 		ids[k] = strconv.FormatUint(guildID(k), 10)
 	}
@@ -446,9 +457,11 @@ func (s *Server) GuildIDs() []string {
 }
 
 // GuildIDsOf returns the ids of the guilds Discord routes to shard of
-// count: those with (guild_id >> 22) % count == shard.
+// count: those with (guild_id >> 22) % count == shard, in creation order,
+// guilds added by AddGuilds included. Guild ids never change: guild k (in
+// creation order) has the same id whatever the count and whenever asked.
 func (s *Server) GuildIDsOf(shard, count int) []string {
-	ks := guildsOf(s.opts.Guilds, shard, count)
+	ks := guildsOf(s.guildTotal(), shard, count)
 	ids := make([]string, len(ks))
 	for i, k := range ks {
 		ids[i] = strconv.FormatUint(guildID(k), 10)

@@ -24,6 +24,10 @@ type session struct {
 	id    string
 	shard int
 	count int
+	// guilds is the guild count when it was identified: READY and the
+	// GUILD_CREATEs of its start are about guilds below it.
+	guilds         int
+	largeThreshold int // of its IDENTIFY, for later GUILD_CREATEs
 
 	mu    sync.Mutex
 	conn  *conn // the live connection, nil while detached
