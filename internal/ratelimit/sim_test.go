@@ -30,7 +30,7 @@ type simDiscord struct {
 	start    time.Time
 	limited  int
 	requests int
-	log      []string       // of the requests limited
+	log      []string                   // of the requests limited
 	byRoute  map[string][]time.Duration // arrival of requests taken, from start, by Route(key)
 }
 
