@@ -42,6 +42,8 @@
 // those of interaction callbacks and webhook-token routes (OutsideGlobal).
 // It is kept exactly, in 50 ms slots: no interval of 1.05 s holds more
 // than Global send times, which costs a tenth of the rate when saturated.
+// A ticket whose bucket makes it wait more than about 100 s takes no
+// global slot (the slots reach no further); there are few of those.
 // A global 429 pauses every ticket under it for its Retry-After, and so
 // does a 429 without rate limit headers (Cloudflare, most likely).
 //
@@ -54,7 +56,13 @@
 //
 // Tickets not reported within TicketTTL of their send time are forgotten;
 // keys and buckets idle as long are dropped. Ticket and Report cost well
-// under a microsecond (BenchmarkTicket).
+// under a microsecond together (BenchmarkTicket). The times passed to
+// them must come from the clock of Config.Now.
+//
+// The margin costs most on short windows: a bucket of one request per
+// 250 ms that is kept busy runs at one per 350 ms when its tickets are
+// handed out ahead of the answers (when an answer comes first, its reset
+// is used as is).
 //
 // # What it does not do
 //

@@ -28,6 +28,21 @@ func TestGlobalSixteenCallers(t *testing.T) {
 		sim := newSim(50, map[string]simRoute{"POST channels/:channel/messages": {"msg", 5, 5 * sec}})
 		const callers, each = 16, 60
 		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		scraped := make(chan struct{})
+		go func() { // a scrape now and then, racing with the callers
+			defer close(scraped)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(300 * time.Millisecond):
+					if _, err := f.reg.Gather(); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
 		for c := range callers {
 			wg.Go(func() {
 				for i := range each {
@@ -40,8 +55,10 @@ func TestGlobalSixteenCallers(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		close(stop)
+		<-scraped
 		if sim.limited != 0 {
-			t.Errorf("%d requests limited by Discord", sim.limited)
+			t.Errorf("%d requests limited by Discord: %q", sim.limited, sim.log)
 		}
 		if most := sim.maxPerSecond(); most > 50 {
 			t.Errorf("%d requests within one second, limit 50", most)
@@ -469,6 +486,40 @@ func TestReportOrder(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestRouteLabels: the route label of the request counter stays bounded
+// whatever the keys.
+func TestRouteLabels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, Config{})
+		for i := range maxRouteLabels + 50 {
+			key := "GET weird/x" + strconv.Itoa(i)
+			f.l.Report(key, Response{Status: 200}, time.Now())
+		}
+		mfs, err := f.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes := map[string]bool{}
+		for _, mf := range mfs {
+			if mf.GetName() == "shardvisor_rest_requests_total" {
+				for _, m := range mf.GetMetric() {
+					for _, lp := range m.GetLabel() {
+						if lp.GetName() == "route" {
+							routes[lp.GetValue()] = true
+						}
+					}
+				}
+			}
+		}
+		if len(routes) != maxRouteLabels+1 || !routes["other"] {
+			t.Errorf("%d route labels, want %d and other", len(routes), maxRouteLabels)
+		}
+		if v := f.metric(t, "shardvisor_rest_requests_total", "route", "other", "class", "2xx"); v != 50 {
+			t.Errorf("other = %v, want 50", v)
+		}
+	})
 }
 
 func TestConfig(t *testing.T) {
