@@ -66,7 +66,7 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		ok   bool
 	}{{"-shutdown-timeout", f.shutdownTimeout > 0}, {"-child-watchdog", f.childWatchdog > 0},
 		{"-scrape-timeout", f.scrapeTimeout > 0}, {"-identify-queue-slack", f.queueSlack >= 0},
-		{"-session-resume-window", f.sessionWindow > 0}} {
+		{"-session-resume-window", f.sessionWindow > 0}, {"-rest-global-limit", f.restGlobal > 0}} {
 		if !d.ok {
 			return nil, configError(fmt.Errorf("%s: must be positive", d.name))
 		}

@@ -67,6 +67,14 @@ func TestMain(m *testing.M) {
 				}
 			})
 		}
+		// Every shard sends REST requests as fast as its limiter lets it:
+		// messages to the channel this names, and GET users/@me (only the
+		// global limit), once the file it names after a space exists
+		// (restFlood).
+		if spec := os.Getenv("SHARDVISOR_TEST_REST_FLOOD"); spec != "" && len(os.Args) > 1 && os.Args[1] == "cluster" {
+			channel, start, _ := strings.Cut(spec, " ")
+			restFlood(bot, channel, start)
+		}
 		os.Exit(Run(os.Args[1:], bot, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)

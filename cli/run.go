@@ -21,6 +21,7 @@ import (
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/sessiondir"
 	"github.com/shardvisor/shardvisor/metrics"
 	"github.com/shardvisor/shardvisor/supervisor"
@@ -48,6 +49,8 @@ type runFlags struct {
 	resumeCrash     bool
 	sessionDir      string
 	sessionWindow   time.Duration
+	restShared      bool
+	restGlobal      int
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	scrapeReuse     time.Duration
@@ -85,6 +88,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.resumeCrash, "resume-after-crash", false, "the process that replaces a crashed cluster RESUMEs its sessions from their last report (about once a second) instead of identifying: no session starts spent, but the cache starts empty and the events of up to a second before the crash arrive twice (at least once)")
 	fs.StringVar(&f.sessionDir, "session-dir", "", "keep every shard's session and cache in this directory at a stop, and RESUME them at the next start instead of identifying (records are 0600, sealed with a key derived from the token); empty: a stop closes the sessions")
 	fs.DurationVar(&f.sessionWindow, "session-resume-window", time.Minute, "with -session-dir: a record older than this is discarded and its shard identifies (Discord keeps a dropped session only briefly and does not say how long)")
+	fs.BoolVar(&f.restShared, "rest-shared-limits", true, "the supervisor holds the bot's REST rate limits (the global limit, every bucket, the invalid-request count) for every cluster, which asks it for a ticket before each request; false: each cluster limits only its own requests")
+	fs.IntVar(&f.restGlobal, "rest-global-limit", 50, "the bot's global REST limit, requests per second (Discord's default; larger bots are granted more)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.DurationVar(&f.scrapeReuse, "scrape-reuse", 500*time.Millisecond, "a scrape of /metrics that comes this soon after an identical one began gets that one's answer instead of asking the clusters again; at most 1s, below the shortest scrape interval; 0: never")
@@ -284,6 +289,12 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	if err != nil {
 		return nil, err
 	}
+	var rest *ratelimit.Limiter
+	if f.restShared {
+		if rest, err = ratelimit.New(ratelimit.Config{Global: f.restGlobal, Logger: log.With("component", "rest")}, reg); err != nil {
+			return nil, configError(fmt.Errorf("-rest-global-limit: %w", err))
+		}
+	}
 	var sessions *sessiondir.Dir
 	if f.sessionDir != "" {
 		b := sessiondir.Binding{UserID: st.userID, ShardCount: st.plan.ShardCount, Token: cfg.token}
@@ -300,6 +311,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		NoHandoff:        !f.handoff,
 		ResumeAfterCrash: f.resumeCrash,
 		Sessions:         sessions,
+		REST:             rest,
 		Token:            cfg.token,
 		Queue:            acquirer,
 		BudgetFactor:     factor,

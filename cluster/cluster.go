@@ -128,9 +128,11 @@ type Cluster struct {
 	httpClient *http.Client
 	shards     []*shard
 	ctx        context.Context // for interactions; ends when Run stops its shards
-	change     chan struct{}
-	local      *Local
-	commands   sync.WaitGroup // interactions being answered
+	// ratelimiter is discordgo's REST limiter, one for all the shards.
+	ratelimiter *discordgo.RateLimiter
+	change      chan struct{}
+	local       *Local
+	commands    sync.WaitGroup // interactions being answered
 
 	// The handoff (handoff.go).
 	fields         sessionFieldsOK
@@ -165,6 +167,15 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1),
 		handoffCause: wire.CauseRollingRestart}
 	c.httpClient = HTTPClient(cfg.APIURL)
+	rt := &restTransport{next: c.httpClient.Transport, metrics: newRESTMetrics(reg)}
+	if rt.next == nil {
+		rt.next = http.DefaultTransport
+	}
+	if l := cfg.Link; l != nil && l.Welcome().RESTTickets {
+		rt.link = l
+	}
+	c.httpClient.Transport = rt
+	c.ratelimiter = discordgo.NewRatelimiter() // one for every shard: Discord's limits are the bot's
 	c.metrics = newClusterMetrics(reg, bot.CommandNames(), func() []*shard { return c.shards })
 	c.warnings = newGatewayWarnings(logger, reg)
 	c.warnings.frozen = c.frozen.Load

@@ -41,6 +41,7 @@ type Link struct {
 	wg      sync.WaitGroup
 
 	fleet linkFleet // fleet calls made and served (linkfleet.go)
+	rest  linkREST  // REST tickets (resttickets.go)
 	// Set by the cluster before Run (attach).
 	party handoffParty
 	inbox *handoffInbox // nil unless the welcome said Handoff
@@ -72,6 +73,7 @@ func Connect(fd uintptr, hello *wire.Hello, timeout time.Duration, logger *slog.
 	}
 	l := &Link{conn: wire.NewConn(nc, 10*time.Second), nc: nc, log: logger,
 		done: make(chan struct{}), waiters: map[uint64]*grantWaiter{}}
+	l.rest.init()
 	_ = nc.SetReadDeadline(time.Now().Add(timeout))
 	m, err := l.conn.Read()
 	_ = nc.SetReadDeadline(time.Time{})
@@ -105,6 +107,8 @@ func (l *Link) Run(ctx context.Context) error {
 	defer stop()
 	defer l.wg.Wait()
 	defer close(l.done)
+	l.wg.Add(1)
+	go func() { defer l.wg.Done(); l.writeREST() }()
 	for {
 		m, err := l.conn.Read()
 		if err != nil {
@@ -119,6 +123,8 @@ func (l *Link) Run(ctx context.Context) error {
 		switch m := m.(type) {
 		case *wire.IdentifyGrant:
 			l.granted(m)
+		case *wire.RESTGrant:
+			l.restGranted(m)
 		case *wire.MetricsRequest:
 			l.wg.Add(1)
 			go func() { defer l.wg.Done(); l.answerMetrics(m.ID) }()

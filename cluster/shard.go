@@ -78,6 +78,7 @@ func newShard(c *Cluster, id int) *shard {
 	s.ShouldReconnectOnError = false
 	s.ShouldRetryOnRateLimit = true
 	s.Client = c.httpClient
+	s.Ratelimiter = c.ratelimiter
 	s.LogLevel = discordgo.LogWarning // lower levels would log the IDENTIFY payload, token included
 	c.cfg.Cache.apply(s.State)
 	sh.s = s

@@ -15,6 +15,7 @@ import (
 	"github.com/shardvisor/shardvisor/cluster"
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/internal/sessiondir"
 	"github.com/shardvisor/shardvisor/metrics"
@@ -66,6 +67,11 @@ func exporters(t *testing.T) []struct {
 				t.Fatal(err)
 			}
 			sup.RegisterMetrics(reg)
+		}},
+		{"rest limits", func(reg prom.Registerer) {
+			if _, err := ratelimit.New(ratelimit.Config{}, reg); err != nil {
+				t.Fatal(err)
+			}
 		}},
 		{"shared scrapes", func(reg prom.Registerer) {
 			metrics.ShareResponses(http.NotFoundHandler(), time.Second, reg)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -71,6 +72,9 @@ type channel struct {
 	burst     float64
 
 	fleet chanFleet // fleet calls made and answered (fleet.go)
+
+	rest     *ratelimit.Limiter // the bot's REST limits, if the child takes tickets (rest.go)
+	restOpen int                // its tickets not yet reported
 
 	checkpoints bool                // the child was asked to report its sessions
 	sessions    []wire.HandoffShard // its last report (crashresume.go): secret
@@ -208,6 +212,20 @@ func (ch *channel) handle(m wire.Message) error {
 		return ch.fleetReply(m)
 	}
 	now := time.Now()
+	// REST tickets too, by those in flight (rest.go).
+	switch m := m.(type) {
+	case *wire.RESTTicket:
+		if ch.rest == nil {
+			return fmt.Errorf("%s nobody asked for", m.Type())
+		}
+		return ch.restTicket(m, now)
+	case *wire.RESTReport:
+		if ch.rest == nil {
+			return fmt.Errorf("%s nobody asked for", m.Type())
+		}
+		ch.restReport(m, now)
+		return nil
+	}
 	switch m := m.(type) {
 	case *wire.HandoffShard:
 		return ch.relay(m)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shardvisor/shardvisor/internal/field"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/internal/sessiondir"
 )
@@ -40,6 +41,9 @@ type Config struct {
 	// anywhere) so that the replacement of a crashed one RESUMEs them
 	// (crashresume.go): at least once, with an empty cache.
 	ResumeAfterCrash bool
+	// REST, if set, holds the bot's REST limits for every cluster: each
+	// asks it for a ticket before each request (rest.go).
+	REST *ratelimit.Limiter
 	// Sessions, if set, is the session dir (-session-dir): a stop keeps
 	// every shard's session and cache there, and a start resumes them
 	// (sessiondir.go).

@@ -1,8 +1,24 @@
 package ratelimit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 )
+
+// tokenDigest stands for a token in a key: "t" and 16 hex digits of its
+// SHA-256, distinct per token and revealing nothing of it. A digest is
+// kept as it is (no token looks like one), so that RouteKey of a key is
+// the key.
+func tokenDigest(token string) string {
+	if len(token) == 17 && token[0] == 't' {
+		if _, err := hex.DecodeString(token[1:]); err == nil {
+			return token
+		}
+	}
+	sum := sha256.Sum256([]byte(token))
+	return "t" + hex.EncodeToString(sum[:8])
+}
 
 // RouteKey returns the rate limit key of a REST request: its method, a
 // space, and its path with the major parameter kept and every other
@@ -33,6 +49,11 @@ import (
 // the shapes are kept apart here because Discord may bucket them apart,
 // and a key that maps to two bucket hashes would flap between them.
 //
+// A webhook's or an interaction's token is a secret (it lets anyone post
+// as the webhook, or answer the interaction): the key carries a digest of
+// it instead (tokenDigest), so that keys may travel to the supervisor, be
+// logged and be compared without revealing it.
+//
 // The key is what Ticket, Report and Cancel take; compute it once per
 // request, where the request is made.
 func RouteKey(method, path string) string {
@@ -62,8 +83,12 @@ func RouteKey(method, path string) string {
 		b.WriteString(s)
 	}
 	nmaj := majorSegments(path)
-	for range nmaj {
-		write(seg())
+	for i := range nmaj {
+		s := seg()
+		if i == 2 { // a webhook's or an interaction's token
+			s = tokenDigest(s)
+		}
+		write(s)
 	}
 	prev := ""
 	for rest != "" {

@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/supervisor"
+)
+
+// BenchmarkRESTLimits runs 8 clusters of 2 shards (this test binary as
+// shardvisor, with its flood: every shard posting messages to one channel
+// and asking GET users/@me as fast as its limiter lets it) against the
+// fake's limits, the global 50/s and messages 10 per 500 ms per channel,
+// for 30 s, once with the supervisor holding the limits
+// (-rest-shared-limits, the default) and once without (each cluster
+// limits its own requests), and reports for each: requests answered per
+// second against the global limit (ok/s and ok/global), and 429s.
+func BenchmarkRESTLimits(b *testing.B) {
+	const global, load = 50, 30 * time.Second
+	for _, mode := range []struct{ name, flag string }{{"shared", "-rest-shared-limits=true"}, {"per-cluster", "-rest-shared-limits=false"}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var ok, limited int
+			var took time.Duration
+			for range b.N {
+				fake, err := discordtest.NewServer(discordtest.Options{Guilds: 16, Shards: 16, RESTRateLimit: global,
+					MaxConcurrency: 16, IdentifyInterval: 50 * time.Millisecond, IdentifyTolerance: tolerance,
+					RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}},
+					Logger:      slog.New(slog.DiscardHandler)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := filepath.Join(b.TempDir(), "start")
+				addr := freeAddr(b)
+				cmd := exec.Command(os.Args[0], "run", "-api-url", fake.URL(), "-shards", "16", "-clusters", "8",
+					"-identify-interval", "50ms", "-metrics-addr", addr, "-log-level", "error", mode.flag)
+				cmd.Env = append(os.Environ(), "SHARDVISOR_TEST_MAIN=1", "DISCORD_TOKEN="+fake.Token(),
+					"SHARDVISOR_TEST_REST_FLOOD=1150000000000000777 "+start)
+				cmd.Stderr = os.Stderr
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				pollStatus(b, addr, 20*time.Millisecond, func(s supervisor.Snapshot) bool { return s.Ready })
+				r0 := restCounts(fake.Record())
+				began := time.Now()
+				os.WriteFile(start, nil, 0o600)
+				time.Sleep(load) // the load's length: a benchmark's measure, not a wait for an event
+				r1 := restCounts(fake.Record())
+				took += time.Since(began)
+				ok += r1.ok - r0.ok
+				limited += r1.limited - r0.limited
+				cmd.Process.Signal(syscall.SIGTERM)
+				cmd.Wait()
+				fake.Close()
+			}
+			rate := float64(ok) / took.Seconds()
+			b.ReportMetric(rate, "ok/s")
+			b.ReportMetric(rate/global, "ok/global")
+			b.ReportMetric(float64(limited)/float64(b.N), "429s/op")
+		})
+	}
+}
