@@ -133,6 +133,18 @@ func (ch *channel) relay(m wire.Message) error {
 	return nil
 }
 
+// abortHandoff tells the child to resume its own sessions, and drops what
+// it still sends of the handoff (its HandoffEnd may still be to come),
+// whether it was relayed or parked.
+func (ch *channel) abortHandoff(why string) {
+	ch.mu.Lock()
+	if ch.relayTo != nil || ch.parkTo != nil {
+		ch.relayTo, ch.parkTo, ch.dropping = nil, nil, true
+	}
+	ch.mu.Unlock()
+	ch.send(&wire.HandoffAbort{Reason: why})
+}
+
 // handoff replaces the process old by a new one that takes its sessions
 // over. It returns the new generation, now the cluster's, with old retiring
 // in the background; or an error, and then old goes on serving.
@@ -179,12 +191,7 @@ func (r *runner) handoff(old *generation) (*generation, error) {
 	old.ch.send(&wire.HandoffRequest{})
 	abort := func(why string) error { // the replacement first: never two live sessions of a shard
 		err := fail(why)
-		old.ch.mu.Lock()
-		if old.ch.relayTo != nil { // its HandoffEnd is still to come
-			old.ch.relayTo, old.ch.dropping = nil, true
-		}
-		old.ch.mu.Unlock()
-		old.ch.send(&wire.HandoffAbort{Reason: why})
+		old.ch.abortHandoff(why)
 		old.ch.unmute()
 		return err
 	}

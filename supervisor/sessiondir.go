@@ -158,12 +158,7 @@ func (r *runner) park(g *generation) {
 	asked := time.Now()
 	ch.send(&wire.HandoffRequest{})
 	thaw := func(why string) {
-		ch.mu.Lock()
-		if ch.parkTo != nil {
-			ch.parkTo, ch.dropping = nil, true
-		}
-		ch.mu.Unlock()
-		ch.send(&wire.HandoffAbort{Reason: why})
+		ch.abortHandoff(why)
 		r.log.Warn("stop: sessions not kept; closing them", "pid", g.pid, "reason", why)
 	}
 	t := time.NewTimer(min(handoffSendTimeout, r.sup.cfg.ShutdownTimeout/2))
