@@ -54,6 +54,9 @@ func BenchmarkRESTLimits(b *testing.B) {
 				took += time.Since(began)
 				ok += r1.ok - r0.ok
 				limited += r1.limited - r0.limited
+				for _, rl := range fake.Record().RateLimited {
+					b.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
+				}
 				cmd.Process.Signal(syscall.SIGTERM)
 				cmd.Wait()
 				fake.Close()
