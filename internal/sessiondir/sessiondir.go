@@ -17,6 +17,13 @@
 //     a crash mid-write leaves no half record;
 //   - a record is removed when it is taken, used or not: a session is
 //     resumed at most once from its record.
+//
+// The directory also holds the plan record (plan.go, PlanFile): the shard
+// count and cluster split a reshard moved to, so that the next start uses
+// them rather than the flags. It is not secret, so it is plain JSON for the
+// operator to read, but it is authenticated with an HMAC under a key of its
+// own derived from the token, names the bot's user id, and is written like
+// a record. It stays until it is replaced or removed; Sweep leaves it.
 package sessiondir
 
 import (
@@ -83,6 +90,8 @@ type Dir struct {
 	bind   Binding
 	window time.Duration
 	aead   cipher.AEAD
+	// planKey authenticates the plan record (plan.go).
+	planKey []byte
 }
 
 // Open prepares path (created 0700 if missing) for records of b, taken
@@ -120,7 +129,11 @@ func Open(path string, b Binding, window time.Duration) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open session dir: %w", err)
 	}
-	return &Dir{path: path, bind: b, window: window, aead: aead}, nil
+	pk, err := planKey(b.Token.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("open session dir: derive key: %w", err)
+	}
+	return &Dir{path: path, bind: b, window: window, aead: aead, planKey: pk}, nil
 }
 
 // Window is how old a record may be when it is taken.
@@ -168,9 +181,19 @@ func (d *Dir) Write(h *wire.HandoffShard, now time.Time) (int, error) {
 	b = d.aead.Seal(b, nonce, p, b[:ad])
 	clear(p)
 
-	f, err := os.CreateTemp(d.path, ".shard-"+strconv.Itoa(h.Shard)+"-*.tmp")
-	if err != nil {
+	if err := writeAtomic(d.path, ".shard-"+strconv.Itoa(h.Shard)+"-*.tmp", d.file(h.Shard), b); err != nil {
 		return 0, fmt.Errorf("write session record of shard %d: %w", h.Shard, err)
+	}
+	return len(b), nil
+}
+
+// writeAtomic writes b to name in dir through a temporary file of the
+// pattern (0600, as os.CreateTemp makes it), synced and renamed: name
+// holds its old content or b, never part of b.
+func writeAtomic(dir, pattern, name string, b []byte) error {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return err
 	}
 	defer os.Remove(f.Name()) // after the rename, nothing is there
 	_, err = f.Write(b)
@@ -181,12 +204,9 @@ func (d *Dir) Write(h *wire.HandoffShard, now time.Time) (int, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), d.file(h.Shard))
+		err = os.Rename(f.Name(), name)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("write session record of shard %d: %w", h.Shard, err)
-	}
-	return len(b), nil
+	return err
 }
 
 // Has reports whether the shard has a record waiting, usable or not:
@@ -319,8 +339,9 @@ func decodePayload(shard int, p []byte) (*wire.HandoffShard, error) {
 }
 
 // Sweep removes what no shard of the plan will take: records of shards
-// beyond the shard count and temporary files a crash left. It returns the
-// records removed.
+// beyond the shard count and temporary files a crash left (of records and
+// of the plan record). It returns the records removed. It never touches
+// the plan record itself, nor any file it did not write.
 func (d *Dir) Sweep() int {
 	ents, err := os.ReadDir(d.path)
 	if err != nil {
@@ -329,7 +350,7 @@ func (d *Dir) Sweep() int {
 	n := 0
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasPrefix(name, ".shard-") && strings.HasSuffix(name, ".tmp") {
+		if (strings.HasPrefix(name, ".shard-") || strings.HasPrefix(name, planTemp)) && strings.HasSuffix(name, ".tmp") {
 			os.Remove(filepath.Join(d.path, name))
 			continue
 		}
