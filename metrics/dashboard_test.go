@@ -149,9 +149,12 @@ var (
 )
 
 // perCluster tells whether a metric's series carry cluster_id, and
-// perShard whether they carry shard_id.
+// perShard whether they carry shard_id. Of the REST metrics only the
+// clusters' own (tickets by kind, the time held) do: the rest are the
+// supervisor's limiter's.
 func perCluster(metric string) bool {
-	for _, p := range []string{"shardvisor_cluster_", "shardvisor_shard_", "shardvisor_gateway_", "shardvisor_interaction", "go_"} {
+	for _, p := range []string{"shardvisor_cluster_", "shardvisor_shard_", "shardvisor_gateway_", "shardvisor_interaction", "go_",
+		"shardvisor_rest_tickets_total", "shardvisor_rest_held_seconds"} {
 		if strings.HasPrefix(metric, p) {
 			return true
 		}
@@ -207,7 +210,7 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	wantRows := []string{"Fleet overview", "Cluster processes", "Gateway shards", "Identify queue and session starts",
-		"Events and interactions", "Fleet calls", "Handoffs", "Metrics pipeline"}
+		"Events and interactions", "Fleet calls", "Handoffs", "REST rate limits", "Metrics pipeline"}
 	if !slices.Equal(rows, wantRows) {
 		t.Errorf("rows %q, want %q", rows, wantRows)
 	}

@@ -256,14 +256,15 @@ func probes(r rule) ([]string, error) {
 // TestPrometheus is the proof that the metrics, the dashboard and the
 // alerting rules fit together: a real Prometheus scrapes a supervisor
 // running four real cluster processes (eight shards) against the fake
-// Discord, with a cluster killed and replaced and /ping answered on every
-// shard; then every expression of every dashboard panel, under several
-// choices of the dashboard's variables, and every alerting rule's
-// expression run through Prometheus' HTTP API. Each must succeed, and
-// return data (for an alert, its probes: see alertProbes). Prometheus
-// itself must have loaded and evaluated every rule without an error, no
-// alert may fire on the healthy bot, and promtool check metrics must find
-// nothing to say about the supervisor's /metrics.
+// Discord, with a cluster killed and replaced (its first REST request
+// answered 429) and /ping answered on every shard; then every expression
+// of every dashboard panel, under several choices of the dashboard's
+// variables, and every alerting rule's expression run through Prometheus'
+// HTTP API. Each must succeed, and return data (for an alert, its probes:
+// see alertProbes). Prometheus itself must have loaded and evaluated every
+// rule without an error, no alert may fire on the healthy bot, and
+// promtool check metrics must find nothing to say about the supervisor's
+// /metrics.
 func TestPrometheus(t *testing.T) {
 	bin := need(t, "prometheus")
 	need(t, "promtool")
@@ -292,6 +293,13 @@ func TestPrometheus(t *testing.T) {
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// A 429 for the REST row: the next REST request, the replacement's
+	// first GET gateway, is answered 429 of a route's bucket, which
+	// discordgo waits out and sends again (its shards connect a second
+	// later). The supervisor counts a 429 of scope user and an invalid
+	// request. (Not a /ping's reply: the wait would make it a slow
+	// interaction.)
+	b.fake.FailREST(http.StatusTooManyRequests, 1)
 	b.until(t, "cluster 0 replaced and every shard ready", func(s supervisor.Snapshot) bool {
 		return s.Clusters[0].Generation > victim.Generation && s.Ready
 	})
@@ -305,6 +313,18 @@ func TestPrometheus(t *testing.T) {
 		}
 		cancel()
 	}
+
+	// The injected 429 reached the supervisor's limiter: the REST panels
+	// have more than zeros to show.
+	until(t, "the 429 in the supervisor's REST metrics", func(ctx context.Context) error {
+		for _, expr := range []string{`shardvisor_rest_rate_limited_total{job="shardvisor", scope="user"} > 0`,
+			`shardvisor_rest_invalid_requests{job="shardvisor"} > 0`, `shardvisor_rest_requests_total{job="shardvisor", class="4xx"} > 0`} {
+			if _, err := prom.hasData(ctx, expr); err != nil {
+				return fmt.Errorf("%s: %w", expr, err)
+			}
+		}
+		return nil
+	})
 
 	// Prometheus has loaded every rule and evaluated it without an error.
 	var rules []rule
@@ -400,8 +420,8 @@ func TestPrometheus(t *testing.T) {
 			checks = append(checks, check{fmt.Sprintf("alert %s probe %d", r.Name, i+1), p})
 		}
 	}
-	if len(alertExprs) < 14 {
-		t.Errorf("Prometheus loaded %d alerting rules, want every one of rules.yml's 14", len(alertExprs))
+	if len(alertExprs) < 17 {
+		t.Errorf("Prometheus loaded %d alerting rules, want every one of rules.yml's 17", len(alertExprs))
 	}
 	for name := range alertProbes() {
 		if !slices.ContainsFunc(rules, func(r rule) bool { return r.Name == name }) {
