@@ -79,6 +79,15 @@ func (b *Bot) Command(cmd *discordgo.ApplicationCommand, fn CommandFunc) {
 // with the calls for other events; a handler may block without holding up
 // the shard. (The sessions set SyncEvents for shardvisor's own handlers:
 // the bot's must not set it back.)
+//
+// During a reshard the new shard set runs in shadow beside the old one
+// until every new shard is ready: connected and filling its State, but
+// handing no event to the bot's handlers and no interaction to its
+// commands. A new shard's READY and GUILD_CREATEs happen in shadow and are
+// not replayed when it goes live, so the handlers see the shard's first
+// events from the switch on, with s.State already full: a Ready handler
+// does not run for it, and nothing that must run once per shard belongs
+// there. Each event is handed to every handler of its type or to none.
 func (b *Bot) Handle(handler any) { b.handlers = append(b.handlers, handler) }
 
 // Commands returns the slash commands, for registration with Discord.

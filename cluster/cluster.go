@@ -133,6 +133,9 @@ type Cluster struct {
 	change      chan struct{}
 	local       *Local
 	commands    sync.WaitGroup // interactions being answered
+	// live is false while the cluster runs in shadow (shadow.go): the bot
+	// is handed no event.
+	live atomic.Bool
 
 	// The handoff (handoff.go).
 	fields         sessionFieldsOK
@@ -166,6 +169,7 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	}
 	c := &Cluster{cfg: cfg, bot: bot, log: logger, ctx: context.Background(), change: make(chan struct{}, 1),
 		handoffCause: wire.CauseRollingRestart}
+	c.live.Store(cfg.Link == nil || !cfg.Link.Welcome().Shadow)
 	c.httpClient = HTTPClient(cfg.APIURL)
 	rt := &restTransport{next: c.httpClient.Transport, metrics: newRESTMetrics(reg)}
 	if rt.next == nil {
@@ -180,6 +184,7 @@ func New(cfg Config, bot *Bot, logger *slog.Logger, reg prometheus.Registerer) (
 	c.warnings = newGatewayWarnings(logger, reg)
 	c.warnings.frozen = c.frozen.Load
 	c.handoffMetrics = newHandoffMetrics(reg)
+	newShadowGauge(reg, c)
 	if c.fields, c.fieldsErr = checkSessionFields(); c.fieldsErr != nil {
 		logger.Warn("this discordgo's session fields are not as expected: a rolling restart identifies every shard instead of handing it over", "err", c.fieldsErr)
 	}
@@ -272,7 +277,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	}
 	c.running.Store(true)
 	c.log.Info("cluster starting", "shards", len(c.shards), "shard_count", c.cfg.ShardCount,
-		"intents", FormatIntents(c.cfg.Intents), "state_cache", c.cfg.Cache.String())
+		"intents", FormatIntents(c.cfg.Intents), "state_cache", c.cfg.Cache.String(), "shadow", !c.live.Load())
 
 	tick := time.NewTicker(c.cfg.StatusInterval)
 	defer tick.Stop()

@@ -50,6 +50,7 @@ type fixture struct {
 	reg    *prometheus.Registry
 	done   chan error
 	cancel context.CancelFunc
+	sup    *fakeSupervisor // with setup.welcome
 }
 
 // startCluster runs a cluster of the given shards against a fake Discord.
@@ -67,6 +68,9 @@ type setup struct {
 	// logs, if not nil, gets the cluster's log lines too, and discordgo's
 	// through the cluster's translation (discordgo.Logger, restored after).
 	logs io.Writer
+	// welcome, if not nil, runs the cluster under a fake supervisor
+	// (fixture.sup) that sends it this welcome, with the fake's token.
+	welcome *wire.Welcome
 }
 
 // startClusterWith is startCluster with setup.
@@ -107,6 +111,13 @@ func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su s
 		f(&cfg)
 	}
 	reg := prometheus.NewPedanticRegistry()
+	var sup *fakeSupervisor
+	if su.welcome != nil {
+		w := *su.welcome
+		w.Token = tok
+		sup = supervise(t, &w, shards, q, reg)
+		cfg.Link = sup.link
+	}
 	bot := NewBot()
 	bot.Command(Ping())
 	if su.bot != nil {
@@ -128,7 +139,7 @@ func startClusterWith(t *testing.T, opts discordtest.Options, shards []int, su s
 	}
 	c.handoff = su.inbox
 	ctx, cancel := context.WithCancel(context.Background())
-	fx := &fixture{fake: fake, c: c, reg: reg, done: make(chan error, 1), cancel: cancel}
+	fx := &fixture{fake: fake, c: c, reg: reg, done: make(chan error, 1), cancel: cancel, sup: sup}
 	go func() { fx.done <- c.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -47,10 +47,12 @@ type Link struct {
 	inbox *handoffInbox // nil unless the welcome said Handoff
 }
 
-// handoffParty is the cluster, as the link sees it during a handoff.
+// handoffParty is the cluster, as the link sees it during a handoff and
+// at the end of its shadow.
 type handoffParty interface {
 	handOver()
 	thawAll(reason string)
+	goLive()
 }
 
 // attach tells the link whom to ask for a handoff and where what is handed
@@ -152,6 +154,12 @@ func (l *Link) Run(ctx context.Context) error {
 			if err := l.inbox.add(m); err != nil {
 				return fmt.Errorf("read from supervisor: %w: %w", wire.ErrProtocol, err)
 			}
+		case *wire.Live:
+			if l.party == nil {
+				l.log.Debug("live, with no cluster attached; ignored")
+				continue
+			}
+			l.party.goLive()
 		case *wire.HandoffEnd:
 			if l.inbox != nil {
 				if m.Reason != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -43,6 +44,9 @@ type shard struct {
 	resumeURL    string       // READY's resume_gateway_url (discordgo keeps none)
 	sessionID    secret.Token // READY's, for checkpoints; cleared by an IDENTIFY
 	handoff      shardHandoff
+	// frame is whether the bot is handed the dispatch being handled, a
+	// frame* constant (shadow.go).
+	frame atomic.Int32
 }
 
 // shardCounts are a shard's counters, for metrics.
@@ -129,6 +133,9 @@ func newShard(c *Cluster, id int) *shard {
 		c.metrics.event(e.Type)
 	})
 	s.AddHandler(func(s *discordgo.Session, i *discordgo.InteractionCreate) {
+		if !sh.handles(i) {
+			return // in shadow: the old shard set answers it
+		}
 		c.commands.Add(1)
 		go func() {
 			defer c.commands.Done()
@@ -136,8 +143,9 @@ func newShard(c *Cluster, id int) *shard {
 		}()
 	})
 	for _, h := range c.bot.handlers {
-		s.AddHandler(inGoroutine(h))
+		s.AddHandler(inGoroutine(h, sh.handles))
 	}
+	s.AddHandler(sh.frameDone) // last: see handles
 	return sh
 }
 

@@ -65,6 +65,7 @@ var typeNames = [...]string{
 	TypeHandoffEnd: "handoff-end", TypeHandoffAbort: "handoff-abort",
 	TypeSessionCheckpoint: "session-checkpoint",
 	TypeRESTTicket:        "rest-ticket", TypeRESTGrant: "rest-grant", TypeRESTReport: "rest-report",
+	TypeLive: "live",
 }
 
 func (t Type) String() string {
@@ -88,7 +89,7 @@ func MaxPayload(t Type) int {
 	case TypeHello, TypeWelcome, TypeIdentifyRequest, TypeIdentifyGrant,
 		TypeIdentifyDone, TypeMetricsRequest, TypeFatal,
 		TypeHandoffRequest, TypeHandoffEnd, TypeHandoffAbort,
-		TypeRESTTicket, TypeRESTGrant, TypeRESTReport:
+		TypeRESTTicket, TypeRESTGrant, TypeRESTReport, TypeLive:
 		return MaxSmall
 	case TypeHandoffShard:
 		return MaxHandoff

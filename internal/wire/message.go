@@ -56,6 +56,10 @@ type Welcome struct {
 	// RESTTickets asks the child to take a ticket from the supervisor
 	// before each REST request (rest.go): one rate limit for the bot.
 	RESTTickets bool `json:"-"`
+	// Shadow starts the child in shadow, for a reshard (reshard.go): it
+	// connects its shards and keeps their State, but calls none of the
+	// bot's handlers and answers no interaction until Live.
+	Shadow bool `json:"-"`
 }
 
 // ShardState is where a shard's gateway connection stands.
@@ -204,11 +208,12 @@ type welcomeWire struct {
 	Cause   string `json:"handoff_cause,omitempty"`
 	Check   bool   `json:"checkpoint,omitempty"`
 	REST    bool   `json:"rest_tickets,omitempty"`
+	Shadow  bool   `json:"shadow,omitempty"`
 }
 
 func (m *Welcome) MarshalJSON() ([]byte, error) {
 	return json.Marshal(welcomeWire{Token: m.Token.Reveal(), Fleet: m.Fleet, Handoff: m.Handoff,
-		Cause: m.HandoffCause, Check: m.Checkpoint, REST: m.RESTTickets})
+		Cause: m.HandoffCause, Check: m.Checkpoint, REST: m.RESTTickets, Shadow: m.Shadow})
 }
 
 func (m *Welcome) UnmarshalJSON(b []byte) error {
@@ -217,7 +222,7 @@ func (m *Welcome) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	m.Token, m.Fleet, m.Handoff = secret.Token{}, w.Fleet, w.Handoff
-	m.HandoffCause, m.Checkpoint, m.RESTTickets = w.Cause, w.Check, w.REST
+	m.HandoffCause, m.Checkpoint, m.RESTTickets, m.Shadow = w.Cause, w.Check, w.REST, w.Shadow
 	if w.Token != "" {
 		t, err := secret.NewToken(w.Token)
 		if err != nil {
@@ -301,6 +306,9 @@ func newMessage(t Type) Message {
 	}
 	if m := newRESTMessage(t); m != nil {
 		return m
+	}
+	if t == TypeLive {
+		return new(Live)
 	}
 	return newFleetMessage(t)
 }

@@ -37,6 +37,7 @@ func sampleMessages(t testing.TB) []Message {
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Handoff: true, HandoffCause: CauseCrash, Checkpoint: true},
 		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true, RESTTickets: true},
+		&Welcome{Token: mustToken(t, "abc.def.ghi"), Fleet: true, RESTTickets: true, Shadow: true},
 		&Hello{ClusterID: 1, PID: 7, ShardIDs: []int{2}, Handoff: true},
 		&Status{Shards: []ShardStatus{
 			{ID: 15, State: ShardReady, Since: at, Latency: 41 * time.Millisecond, Guilds: 2400, LastIdentify: at},
@@ -58,6 +59,7 @@ func sampleMessages(t testing.TB) []Message {
 		&RESTGrant{ID: 7, Wait: 120 * time.Millisecond},
 		&RESTReport{Key: "POST channels/1150000000000000001/messages", Status: 429, Bucket: "abcd1234", Limit: 5,
 			ResetAfter: 4200 * time.Millisecond, RetryAfter: 4200 * time.Millisecond, Scope: "user"},
+		&Live{},
 	}, fleetSamples()...)
 }
 
@@ -97,7 +99,8 @@ func TestRoundTrip(t *testing.T) {
 		if w, ok := want.(*Welcome); ok {
 			g := got.(*Welcome)
 			if g.Token.Reveal() != w.Token.Reveal() || g.Fleet != w.Fleet || g.Handoff != w.Handoff ||
-				g.HandoffCause != w.HandoffCause || g.Checkpoint != w.Checkpoint {
+				g.HandoffCause != w.HandoffCause || g.Checkpoint != w.Checkpoint ||
+				g.RESTTickets != w.RESTTickets || g.Shadow != w.Shadow {
 				t.Errorf("welcome round trip: got %+v", g)
 			}
 			continue
@@ -307,5 +310,50 @@ func TestRESTValidation(t *testing.T) {
 	}
 	if err := (&RESTReport{Key: "GET gateway/bot", Status: 0}).Validate(); err != nil {
 		t.Errorf("a report of a request without a response: %v", err)
+	}
+}
+
+// TestShadowAndLive: Shadow travels as "shadow" and is left out when
+// false (an older child ignores it either way); Live is an empty object,
+// a small frame of its own type.
+func TestShadowAndLive(t *testing.T) {
+	for _, shadow := range []bool{false, true} {
+		b, err := Encode(nil, &Welcome{Token: mustToken(t, "abc.def.ghi"), Shadow: shadow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(b), `"shadow":true`); got != shadow || strings.Contains(string(b), `"shadow":false`) {
+			t.Errorf("Shadow %t encodes as %q", shadow, b[HeaderSize:])
+		}
+		typ, p, err := ReadFrame(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Decode(typ, p)
+		if err != nil || m.(*Welcome).Shadow != shadow {
+			t.Fatalf("decode of Shadow %t: %+v, %v", shadow, m, err)
+		}
+	}
+	b, err := Encode(nil, &Live{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := frame(Version, byte(TypeLive), 2, "{}"); !bytes.Equal(b, want) {
+		t.Errorf("Live encodes as %q, want %q", b, want)
+	}
+	if TypeLive.String() != "live" || MaxPayload(TypeLive) != MaxSmall {
+		t.Errorf("type %d is %q with a limit of %d", TypeLive, TypeLive, MaxPayload(TypeLive))
+	}
+	for _, payload := range []string{"{}", "null", `{"later":1}`} {
+		m, err := Decode(TypeLive, []byte(payload))
+		if _, ok := m.(*Live); err != nil || !ok {
+			t.Errorf("Decode(live, %s) = %v, %v", payload, m, err)
+		}
+	}
+	if _, err := Decode(TypeLive, []byte("[]")); !errors.Is(err, ErrProtocol) {
+		t.Errorf("a live frame holding a list: %v, want a protocol error", err)
+	}
+	if _, _, err := ReadFrame(bytes.NewReader(frame(Version, byte(TypeLive), MaxSmall+1, ""))); !errors.Is(err, ErrProtocol) {
+		t.Errorf("an oversized live frame: %v", err)
 	}
 }
