@@ -35,7 +35,12 @@ type channel struct {
 	conn    *wire.Conn
 	queue   identify.Acquirer
 	store   *Store
-	log     *slog.Logger
+	set     *statusSet // the cluster's fleet in store
+	// shadow says the welcome started the process in shadow; liveOnce
+	// sends it the one Live (reshard.go).
+	shadow   bool
+	liveOnce sync.Once
+	log      *slog.Logger
 
 	ctx      context.Context // done when the child is gone
 	cancel   context.CancelFunc
@@ -85,7 +90,7 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := &channel{
 		cluster: c, shards: map[int]bool{}, conn: wire.NewConn(nc, channelWriteLimit),
-		queue: q, store: store, log: logger,
+		queue: q, store: store, set: store.liveSet(), log: logger,
 		ctx: ctx, cancel: cancel,
 		out:      make(chan wire.Message, outQueue+fleetQueue),
 		broken:   make(chan error, 1),
@@ -268,7 +273,7 @@ func (ch *channel) handle(m wire.Message) error {
 			}
 		}
 		if !ch.muted.Load() {
-			ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
+			ch.store.updateIn(ch.set, ch.cluster.ID, func(c *ClusterStatus) { c.setShards(m.Shards, now) })
 		}
 		ch.noteReady()
 	case *wire.IdentifyRequest:

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,12 +27,14 @@ const (
 	ControlStatus  = "status"  // the status, as /status has it
 	ControlRoll    = "roll"    // a rolling restart, as SIGHUP
 	ControlRestart = "restart" // one cluster restarted; the reply comes once it is ready again
+	ControlReshard = "reshard" // a reshard begun (reshard.go); the reply comes once it is under way
 )
 
 // ControlRequest is what a client asks.
 type ControlRequest struct {
 	Command string `json:"command"`
 	Cluster int    `json:"cluster,omitempty"` // for restart
+	Shards  int    `json:"shards,omitempty"`  // for reshard: the new count; 0 (ReshardAuto) takes Discord's recommendation
 }
 
 // ControlReply is the supervisor's answer: Error is empty when it did
@@ -215,9 +218,23 @@ func (s *Supervisor) control(req ControlRequest, p peer, log *slog.Logger) Contr
 		took := time.Since(start).Round(time.Millisecond)
 		log.Info("control: cluster restarted and ready", "cluster_id", req.Cluster, "took", took)
 		return ControlReply{Message: fmt.Sprintf("cluster %d restarted and ready in %v", req.Cluster, took)}
+	case ControlReshard:
+		if req.Shards < 0 {
+			return ControlReply{Error: fmt.Sprintf("reshard to %d shards: a count of shards, or 0 for Discord's recommendation", req.Shards)}
+		}
+		log.Info("control: reshard asked", "shards", req.Shards)
+		s.store.Event(Event{Kind: EventControl, ClusterID: -1, Message: "reshard asked by " + who})
+		ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
+		defer cancel()
+		st, err := s.Reshard(ctx, req.Shards, "asked by "+who)
+		if err != nil {
+			return ControlReply{Error: err.Error()}
+		}
+		return ControlReply{Message: fmt.Sprintf("reshard %d → %d shards in %d clusters begun: the new fleet connects in shadow and goes live when every shard is ready (follow it with ctl status or the page)",
+			st.From, st.To, len(st.Clusters))}
 	}
 	log.Warn("control: unknown command", "command", req.Command)
-	return ControlReply{Error: fmt.Sprintf("unknown command %q; commands: %s, %s, %s CLUSTER", req.Command, ControlStatus, ControlRoll, ControlRestart)}
+	return ControlReply{Error: fmt.Sprintf("unknown command %q; commands: %s, %s, %s CLUSTER, %s [SHARDS]", req.Command, ControlStatus, ControlRoll, ControlRestart, ControlReshard)}
 }
 
 // RestartCluster replaces cluster id's process with a new one, from the
@@ -228,7 +245,7 @@ func (s *Supervisor) control(req ControlRequest, p peer, log *slog.Logger) Contr
 func (s *Supervisor) RestartCluster(id int) error {
 	var r *runner
 	var ids []int
-	for _, x := range s.runners {
+	for _, x := range s.live().runners {
 		ids = append(ids, x.cluster.ID)
 		if x.cluster.ID == id {
 			r = x

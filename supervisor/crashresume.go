@@ -37,7 +37,7 @@ func (ch *channel) checkpointed(m *wire.SessionCheckpoint, now time.Time) error 
 	}
 	ch.sessions, ch.sessionsAt = m.Shards, now
 	if !ch.muted.Load() {
-		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.Resumable = len(m.Shards) })
+		ch.store.updateIn(ch.set, ch.cluster.ID, func(c *ClusterStatus) { c.Resumable = len(m.Shards) })
 	}
 	return nil
 }

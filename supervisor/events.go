@@ -16,6 +16,7 @@ const (
 	EventFatal   EventKind = "fatal"   // a fatal exit or close: everything stops
 	EventGiveUp  EventKind = "give_up" // restarted too often: everything stops
 	EventControl EventKind = "control" // an operator's request over the control socket
+	EventReshard EventKind = "reshard" // a reshard began, switched, was abandoned or refused
 )
 
 // Event is one entry of the recent events /status shows, newest last. Its

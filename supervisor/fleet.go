@@ -29,25 +29,38 @@ const (
 // fleetRouter routes the fleet calls of every cluster this supervisor runs.
 type fleetRouter struct {
 	sup     *Supervisor
-	owner   map[int]int     // shard id → cluster id, for the local clusters
-	runners map[int]*runner // by cluster id
-	seq     atomic.Uint64   // request ids sent to clusters
+	routes  atomic.Pointer[fleetRoutes] // the live fleet's; replaced at a reshard's switch
+	seq     atomic.Uint64               // request ids sent to clusters
 	metrics *fleetMetrics
 	self    fleetSlotsCount // the supervisor's own calls (HTTP)
 	client  *http.Client    // to the peers, unless Peers.Client
 }
 
 func newFleetRouter(s *Supervisor) *fleetRouter {
-	r := &fleetRouter{sup: s, owner: map[int]int{}, runners: map[int]*runner{}, metrics: newFleetMetrics(),
+	r := &fleetRouter{sup: s, metrics: newFleetMetrics(),
 		// Many calls in flight to each peer: keep that many connections.
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: fleetSlots / 8, IdleConnTimeout: time.Minute}}}
-	for _, rn := range s.runners {
-		r.runners[rn.cluster.ID] = rn
+	r.setRoster(s.live())
+	return r
+}
+
+// fleetRoutes is where a fleet's calls go: its plan, and its clusters.
+type fleetRoutes struct {
+	plan    Plan
+	owner   map[int]int     // shard id → cluster id, for the local clusters
+	runners map[int]*runner // by cluster id
+}
+
+// setRoster routes calls to ro's clusters from now on.
+func (r *fleetRouter) setRoster(ro *roster) {
+	rt := &fleetRoutes{plan: ro.plan, owner: map[int]int{}, runners: map[int]*runner{}}
+	for _, rn := range ro.runners {
+		rt.runners[rn.cluster.ID] = rn
 		for _, id := range rn.cluster.Shards {
-			r.owner[id] = rn.cluster.ID
+			rt.owner[id] = rn.cluster.ID
 		}
 	}
-	return r
+	r.routes.Store(rt)
 }
 
 // fleetSlotsCount counts the answers one caller waits for.
@@ -160,6 +173,7 @@ func (f *chanFleet) take(key uint64) *fleetPart {
 // not run go to its peers (if it has any).
 func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer func(*wire.FleetAnswer), forward bool) {
 	forward = forward && r.sup.cfg.Peers != nil
+	rt := r.routes.Load()
 	refuse := func(code wire.FleetCode, msg string) {
 		r.metrics.answered(m.Name, code)
 		answer(&wire.FleetAnswer{ID: m.ID, Cluster: -1, Code: code, Error: msg})
@@ -167,18 +181,18 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 	var targets []int
 	switch m.To {
 	case wire.ToAll:
-		for id := range r.sup.cfg.Plan.Total {
+		for id := range rt.plan.Total {
 			targets = append(targets, id)
 		}
 	case wire.ToCluster:
-		if m.Cluster >= r.sup.cfg.Plan.Total {
-			refuse(wire.FleetBadRequest, fmt.Sprintf("no cluster %d: the plan has clusters 0-%d", m.Cluster, r.sup.cfg.Plan.Total-1))
+		if m.Cluster >= rt.plan.Total {
+			refuse(wire.FleetBadRequest, fmt.Sprintf("no cluster %d: the plan has clusters 0-%d", m.Cluster, rt.plan.Total-1))
 			return
 		}
 		targets = []int{m.Cluster}
 	case wire.ToGuild:
-		shard := int((m.Guild >> 22) % uint64(r.sup.cfg.Plan.ShardCount))
-		id, ok := r.owner[shard]
+		shard := int((m.Guild >> 22) % uint64(rt.plan.ShardCount))
+		id, ok := rt.owner[shard]
 		switch {
 		case ok:
 			targets = []int{id}
@@ -206,11 +220,11 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 	}
 	var remote []*fleetPart
 	for _, p := range c.parts {
-		if forward && r.runners[p.cluster] == nil {
+		if forward && rt.runners[p.cluster] == nil {
 			remote = append(remote, p)
 			continue
 		}
-		r.send(p, m)
+		r.send(rt, p, m)
 	}
 	c.mu.Lock()
 	if c.left > 0 {
@@ -228,15 +242,15 @@ func (r *fleetRouter) call(m *wire.FleetCall, slots *fleetSlotsCount, answer fun
 
 // send hands one part to its cluster, or answers it at once when the
 // cluster cannot take it.
-func (r *fleetRouter) send(p *fleetPart, m *wire.FleetCall) {
-	rn := r.runners[p.cluster]
+func (r *fleetRouter) send(rt *fleetRoutes, p *fleetPart, m *wire.FleetCall) {
+	rn := rt.runners[p.cluster]
 	if rn == nil {
 		p.deliver(wire.FleetUnavailable, fmt.Sprintf("cluster %d runs on another supervisor", p.cluster))
 		return
 	}
 	ch := rn.channel()
 	if ch == nil {
-		st, _ := r.sup.store.Cluster(p.cluster)
+		st, _ := r.sup.store.clusterIn(rn.ro.set, p.cluster)
 		p.deliver(wire.FleetUnavailable, fmt.Sprintf("cluster %d is not running (%s)", p.cluster, st.State))
 		return
 	}
@@ -351,7 +365,7 @@ func (ch *channel) noteReady() {
 	if ch.fleet.ready.Load() {
 		return
 	}
-	if c, _ := ch.store.Cluster(ch.cluster.ID); c.Ready() {
+	if c, _ := ch.store.clusterIn(ch.set, ch.cluster.ID); c.Ready() {
 		ch.fleet.ready.Store(true)
 	}
 }

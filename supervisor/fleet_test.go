@@ -173,7 +173,7 @@ func waitStore(t *testing.T, s *Supervisor, what string, cond func() bool) {
 // fleet requests.
 func fleetReady(s *Supervisor, id int) bool {
 	c, _ := s.Store().Cluster(id)
-	ch := s.runners[id].channel()
+	ch := s.live().runners[id].channel()
 	return c.Ready() && ch != nil && ch.fleet.ready.Load()
 }
 

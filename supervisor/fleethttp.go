@@ -86,9 +86,10 @@ func (s *Supervisor) fleetRoutes(mux *http.ServeMux) {
 			http.Error(w, fmt.Sprintf("guild id %q is not a snowflake\n", id), http.StatusBadRequest)
 			return
 		}
-		shard := int((g >> 22) % uint64(s.cfg.Plan.ShardCount))
+		rt := s.fleet.routes.Load()
+		shard := int((g >> 22) % uint64(rt.plan.ShardCount))
 		out := FleetGuild{GuildID: id, Shard: shard, ClusterID: -1}
-		if cid, ok := s.fleet.owner[shard]; ok {
+		if cid, ok := rt.owner[shard]; ok {
 			out.ClusterID = cid
 			if c, ok := s.store.Cluster(cid); ok && c.PID != 0 {
 				for _, st := range c.ShardState {

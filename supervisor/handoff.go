@@ -37,15 +37,16 @@ type generation struct {
 // constant) its welcome tells it to wait for a handoff.
 func (r *runner) launch(cause string) (*generation, error) {
 	started := time.Now()
-	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.sup.cfg.Plan.ShardCount)
+	proc, err := r.sup.cfg.Launcher.Launch(r.cluster, r.ro.plan.ShardCount)
 	if err != nil {
 		return nil, err
 	}
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
+	ch.set, ch.shadow = r.ro.set, r.ro.shadow.Load()
 	ch.fleet.router = r.sup.fleet
 	ch.rest = r.sup.cfg.REST
 	ch.start(&wire.Welcome{Token: r.sup.cfg.Token, Handoff: cause != "", HandoffCause: cause, Checkpoint: r.sup.cfg.ResumeAfterCrash,
-		RESTTickets: r.sup.cfg.REST != nil})
+		RESTTickets: r.sup.cfg.REST != nil, Shadow: ch.shadow})
 	g := &generation{proc: proc, ch: ch, exited: make(chan Exit, 1), pid: proc.PID(), started: started}
 	go func() { g.exited <- proc.Wait() }()
 	return g, nil
@@ -56,13 +57,16 @@ func (r *runner) launch(cause string) (*generation, error) {
 func (r *runner) takeOver(g *generation) {
 	r.setChannel(g.ch)
 	r.log.Info("cluster process started", "pid", g.pid, "shards", FormatIDs(r.cluster.Shards))
-	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+	r.update(func(c *ClusterStatus) {
 		c.State, c.PID, c.StartedAt = ClusterStarting, g.pid, g.started
 		c.Generation++
 		c.Backoff, c.NextStart = 0, time.Time{}
 		c.resetShards(g.started)
 	})
 	g.ch.unmute()
+	if g.ch.shadow && !r.ro.shadow.Load() { // started in shadow as its fleet went live (reshard.go)
+		g.ch.goLive()
+	}
 }
 
 // canHandoff reports whether the child said it takes part in handoffs.
@@ -79,7 +83,7 @@ func (ch *channel) unmute() {
 	last := ch.last
 	ch.mu.Unlock()
 	if last != nil {
-		ch.store.update(ch.cluster.ID, func(c *ClusterStatus) { c.setShards(last.Shards, time.Now()) })
+		ch.store.updateIn(ch.set, ch.cluster.ID, func(c *ClusterStatus) { c.setShards(last.Shards, time.Now()) })
 	}
 }
 
@@ -266,7 +270,7 @@ func (r *runner) retire(old *generation) {
 	e.PID, e.Reason = old.pid, ReasonRolling
 	r.log.Info("cluster process replaced by a rolling restart", "pid", old.pid, "status", e.String(), "uptime", e.Uptime.Round(time.Millisecond))
 	now := time.Now()
-	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+	r.update(func(c *ClusterStatus) {
 		c.Restarts++
 		if c.RestartsBy == nil {
 			c.RestartsBy = map[Reason]int{}

@@ -114,7 +114,7 @@ func TestRollingRestartToABinaryWithoutHandoff(t *testing.T) {
 	// metrics request, it had read whatever came before.
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	if ch := tr.s.runners[0].channel(); ch == nil {
+	if ch := tr.s.live().runners[0].channel(); ch == nil {
 		t.Error("no process runs the cluster")
 	} else if _, err := ch.Metrics(ctx); err != nil {
 		t.Errorf("the new process does not answer: %v", err)

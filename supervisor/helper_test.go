@@ -119,6 +119,10 @@ func fakeChild() int {
 	var handed atomic.Bool
 	handed.Store(!w.Handoff || !handoff) // a child that takes no handoffs ignores the flag
 	event("start %d %d %d %s", id, os.Getpid(), time.Now().UnixNano(), b)
+	event("welcome %d %d shadow=%v count=%s", id, os.Getpid(), w.Shadow, os.Getenv(wire.EnvShardCount))
+	if b == "crash-in-shadow" && w.Shadow {
+		return 3
+	}
 	term := make(chan os.Signal, 1)
 	if b == "ignore-term" {
 		signal.Ignore(syscall.SIGTERM)
@@ -141,6 +145,11 @@ func fakeChild() int {
 	case "fatal":
 		conn.Write(&wire.Fatal{Shard: shards[0], Code: 4014, Reason: "disallowed intents"})
 		return 78
+	case "fatal-4011-once":
+		if once(fmt.Sprint("4011-", id)) {
+			conn.Write(&wire.Fatal{Shard: shards[0], Code: 4011, Reason: "sharding required"})
+			return 78
+		}
 	case "crash":
 		return 3
 	case "crash-once":
@@ -196,6 +205,8 @@ func fakeChild() int {
 				conn.Write(&wire.HandoffEnd{Shards: len(shards)})
 			case *wire.HandoffAbort:
 				event("abort %d %d", id, os.Getpid())
+			case *wire.Live:
+				event("live %d %d", id, os.Getpid())
 			case *wire.HandoffShard:
 				if m.SessionID.Reveal() != "" {
 					event("got %d %d %d %s", id, os.Getpid(), m.Shard, m.SessionID.Reveal())

@@ -30,13 +30,20 @@ var (
 		"Sessions the cluster's process last reported as resumable: those a crash would RESUME (-resume-after-crash).", []string{"cluster_id"}, nil)
 	supReadyDesc = prometheus.NewDesc("shardvisor_ready",
 		"1 when every cluster this supervisor runs is ready.", nil, nil)
+	shardCountDesc = prometheus.NewDesc("shardvisor_shard_count",
+		"The bot's shard count: the live fleet's plan.", nil, nil)
+	reshardDesc = prometheus.NewDesc("shardvisor_reshard_in_progress",
+		"1 while a reshard's next fleet starts in shadow beside the live one.", nil, nil)
+	reshardShardsDesc = prometheus.NewDesc("shardvisor_reshard_next_shards",
+		"Shards of the next fleet this supervisor runs during a reshard, by state (ready, or not_ready); none when no reshard is under way.", []string{"state"}, nil)
 )
 
 // statusCollector exports the status store at scrape time.
 type statusCollector struct{ store *Store }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{upDesc, readyDesc, shardsDesc, shardsReadyDesc, restartsDesc, lastExitDesc, startTimeDesc, backoffDesc, resumableDesc, supReadyDesc} {
+	for _, d := range []*prometheus.Desc{upDesc, readyDesc, shardsDesc, shardsReadyDesc, restartsDesc, lastExitDesc, startTimeDesc, backoffDesc, resumableDesc, supReadyDesc,
+		shardCountDesc, reshardDesc, reshardShardsDesc} {
 		ch <- d
 	}
 }
@@ -47,6 +54,12 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(supReadyDesc, b2f(snap.Ready))
+	gauge(shardCountDesc, float64(snap.ShardCount))
+	gauge(reshardDesc, b2f(snap.Reshard != nil))
+	if r := snap.Reshard; r != nil {
+		gauge(reshardShardsDesc, float64(r.ShardsReady), "ready")
+		gauge(reshardShardsDesc, float64(r.Shards-r.ShardsReady), "not_ready")
+	}
 	for _, cl := range snap.Clusters {
 		id := strconv.Itoa(cl.ID)
 		gauge(upDesc, b2f(cl.PID != 0), id)
@@ -82,6 +95,7 @@ func b2f(b bool) float64 {
 func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(statusCollector{store: s.store}, metrics.NewProcesses(s.pids))
 	s.fleet.metrics.register(reg)
+	reg.MustRegister(s.reshards.outcomes, s.reshards.took)
 	if s.sessions != nil {
 		reg.MustRegister(s.sessions.outcomes)
 	}
@@ -90,11 +104,11 @@ func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
 // pids returns the pid of every cluster whose process runs, by cluster id.
 func (s *Supervisor) pids() map[int]int {
 	out := map[int]int{}
-	for _, r := range s.runners {
+	for _, r := range s.live().runners {
 		if r.channel() == nil {
 			continue
 		}
-		if c, _ := s.store.Cluster(r.cluster.ID); c.PID != 0 {
+		if c, _ := s.store.clusterIn(r.ro.set, r.cluster.ID); c.PID != 0 {
 			out[r.cluster.ID] = c.PID
 		}
 	}
@@ -104,7 +118,7 @@ func (s *Supervisor) pids() map[int]int {
 // Children lists the running cluster processes for metrics.Children.
 func (s *Supervisor) Children() []metrics.Child {
 	var out []metrics.Child
-	for _, r := range s.runners {
+	for _, r := range s.live().runners {
 		if ch := r.channel(); ch != nil {
 			out = append(out, metrics.Child{ID: r.cluster.ID, Fetch: func(ctx context.Context) ([]byte, error) { return ch.Metrics(ctx) }})
 		}

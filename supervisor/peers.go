@@ -220,14 +220,15 @@ func (s *Supervisor) serveForward(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), min(max(req.Timeout, 0), wire.MaxFleetTimeout))
 	defer cancel()
 	var calls []*wire.FleetCall
+	rt := s.fleet.routes.Load()
 	if req.Guild != 0 {
-		shard := int((req.Guild >> 22) % uint64(s.cfg.Plan.ShardCount))
-		if _, ok := s.fleet.owner[shard]; ok {
+		shard := int((req.Guild >> 22) % uint64(rt.plan.ShardCount))
+		if _, ok := rt.owner[shard]; ok {
 			calls = append(calls, &wire.FleetCall{To: wire.ToGuild, Guild: req.Guild})
 		}
 	}
 	for _, id := range req.Clusters {
-		if s.fleet.runners[id] != nil {
+		if rt.runners[id] != nil {
 			calls = append(calls, &wire.FleetCall{To: wire.ToCluster, Cluster: id})
 		}
 	}

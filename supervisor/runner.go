@@ -18,6 +18,7 @@ import (
 // start again.
 type runner struct {
 	sup     *Supervisor
+	ro      *roster // the fleet it is part of
 	cluster Cluster
 	log     *slog.Logger
 	// roll is a rolling restart asking for a fresh process; the runner
@@ -39,9 +40,16 @@ type runner struct {
 	unclean bool
 }
 
-func newRunner(s *Supervisor, c Cluster) *runner {
-	return &runner{sup: s, cluster: c, log: s.log.With("cluster_id", c.ID), roll: make(chan chan error)}
+func newRunner(s *Supervisor, ro *roster, c Cluster) *runner {
+	log := s.log.With("cluster_id", c.ID)
+	if ro.shadow.Load() {
+		log = log.With("fleet", "next", "shard_count", ro.plan.ShardCount)
+	}
+	return &runner{sup: s, ro: ro, cluster: c, log: log, roll: make(chan chan error)}
 }
+
+// update applies f to the cluster's status, in its fleet's set.
+func (r *runner) update(f func(*ClusterStatus)) { r.sup.store.updateIn(r.ro.set, r.cluster.ID, f) }
 
 // channel returns the current process's channel, or nil.
 func (r *runner) channel() *channel {
@@ -60,23 +68,23 @@ func (r *runner) setChannel(ch *channel) {
 func (r *runner) run() error {
 	var hist History
 	for {
-		if r.sup.isStopping() {
-			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopped })
+		if r.ro.isStopping() {
+			r.update(func(c *ClusterStatus) { c.State = ClusterStopped })
 			return nil
 		}
 		exit, fatal, startErr := r.runOnce()
-		if r.sup.isStopping() {
+		if r.ro.isStopping() {
 			continue
 		}
 		if msg := permanentStartError(startErr); msg != "" {
-			r.log.Error("cannot start the cluster process, and trying again cannot help; stopping everything", "err", startErr)
-			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+			r.log.Error("cannot start the cluster process, and trying again cannot help; "+r.ro.givingUp(), "err", startErr)
+			r.update(func(c *ClusterStatus) {
 				c.State = ClusterFatal
 				if c.LastExit != nil {
 					c.LastExit.Message = msg
 				}
 			})
-			r.sup.store.Event(Event{Kind: EventFatal, ClusterID: r.cluster.ID, Message: msg + "; stopping everything"})
+			r.sup.store.Event(Event{Kind: EventFatal, ClusterID: r.cluster.ID, Message: msg + "; " + r.ro.givingUp()})
 			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
 		}
 		if exit.Reason == ReasonRolling {
@@ -90,20 +98,29 @@ func (r *runner) run() error {
 			if fatal != nil {
 				msg = fmt.Sprintf("shard %d: gateway close %d: %s", fatal.Shard, fatal.Code, fatal.Reason)
 			}
-			r.log.Error("cluster exited with the fatal configuration status; stopping everything, restarting cannot help",
+			if fatal != nil && fatal.Code == closeShardingRequired {
+				replaced, why := r.reshardFor(fatal)
+				if replaced {
+					return nil
+				}
+				if why != "" {
+					msg += "; " + why
+				}
+			}
+			r.log.Error("cluster exited with the fatal configuration status; restarting cannot help; "+r.ro.givingUp(),
 				"pid", exit.PID, "status", exit.String(), "uptime", exit.Uptime.Round(time.Millisecond), "reason", msg)
-			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+			r.update(func(c *ClusterStatus) {
 				c.State = ClusterFatal
 				c.LastExit.Message = msg
 			})
 			r.sup.store.Event(Event{Kind: EventFatal, ClusterID: r.cluster.ID,
-				Message: fmt.Sprintf("pid %d: %s, %s; stopping everything", exit.PID, exit, msg)})
+				Message: fmt.Sprintf("pid %d: %s, %s; %s", exit.PID, exit, msg, r.ro.givingUp())})
 			return &FatalError{ClusterID: r.cluster.ID, Message: msg}
 		case ActionStopIntensity:
-			r.log.Error("cluster restarted too often; stopping everything",
+			r.log.Error("cluster restarted too often; "+r.ro.givingUp(),
 				"max_restarts", r.sup.cfg.Policy.MaxRestarts, "window", r.sup.cfg.Policy.Window)
 			r.sup.store.Event(Event{Kind: EventGiveUp, ClusterID: r.cluster.ID,
-				Message: fmt.Sprintf("more than %d restarts within %v; stopping everything", r.sup.cfg.Policy.MaxRestarts, r.sup.cfg.Policy.Window)})
+				Message: fmt.Sprintf("more than %d restarts within %v; %s", r.sup.cfg.Policy.MaxRestarts, r.sup.cfg.Policy.Window, r.ro.givingUp())})
 			return &IntensityError{ClusterID: r.cluster.ID, MaxRestarts: r.sup.cfg.Policy.MaxRestarts, Window: r.sup.cfg.Policy.Window}
 		}
 		r.recordRestart(exit, d.Delay)
@@ -112,7 +129,7 @@ func (r *runner) run() error {
 		case <-t.C:
 		case reply := <-r.roll: // a rolling restart does not wait for the backoff
 			reply <- nil
-		case <-r.sup.stopping:
+		case <-r.ro.stopping:
 		}
 		t.Stop()
 	}
@@ -122,7 +139,7 @@ func (r *runner) run() error {
 func (r *runner) recordRestart(exit Exit, delay time.Duration) {
 	r.log.Warn("cluster process ended; starting it again", "pid", exit.PID,
 		"status", exit.String(), "reason", exit.Reason, "uptime", exit.Uptime.Round(time.Millisecond), "delay", delay.Round(time.Millisecond))
-	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+	r.update(func(c *ClusterStatus) {
 		c.Restarts++
 		if c.RestartsBy == nil {
 			c.RestartsBy = map[Reason]int{}
@@ -148,7 +165,7 @@ func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 	case len(r.resume) > 0:
 		sessions, cause = slices.Values(r.resume), wire.CauseCrash
 		r.resume = nil
-	case first && r.sup.sessions != nil && r.sup.sessions.any(r.cluster.Shards):
+	case first && !r.ro.shadow.Load() && r.sup.sessions != nil && r.sup.sessions.any(r.cluster.Shards):
 		sessions, cause = r.sup.sessions.take(r.cluster.Shards, r.log), wire.CauseSupervisorRestart
 	}
 	r.started = true
@@ -174,7 +191,7 @@ func (r *runner) runOnce() (Exit, *wire.Fatal, error) {
 		_ = g.proc.KillGroup() // whatever it left behind in its process group
 		g.ch.close()
 		r.setChannel(nil)
-		if r.sup.cfg.ResumeAfterCrash && exit.Reason != ReasonStop && exit.Reason != ReasonRolling && !r.sup.isStopping() {
+		if r.sup.cfg.ResumeAfterCrash && exit.Reason != ReasonStop && exit.Reason != ReasonRolling && !r.ro.isStopping() {
 			r.resume = g.ch.takeSessions(time.Now())
 		}
 		r.recordExit(exit, g.pid)
@@ -221,17 +238,24 @@ func (r *runner) supervise(g *generation) (Exit, *generation) {
 			r.log.Info("rolling restart: stopping cluster process", "pid", proc.PID())
 			ch.retire()
 			e := r.stop(proc, exited, time.After(cfg.ShutdownTimeout))
-			if !r.sup.isStopping() {
+			if !r.ro.isStopping() {
 				e.Reason = ReasonRolling
 			}
 			return e, nil
-		case <-r.sup.stopping:
+		case <-r.ro.stopping:
 			ch.retire()
-			r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) { c.State = ClusterStopping })
-			if r.sup.sessions != nil && ch.canHandoff() {
+			r.update(func(c *ClusterStatus) { c.State = ClusterStopping })
+			// The supervisor stopping keeps the sessions (-session-dir) and
+			// is bounded by its own shutdown timeout; a fleet retired by a
+			// reshard closes them (another fleet serves the bot) and is
+			// bounded here.
+			var timeout <-chan time.Time
+			if !r.sup.isStopping() {
+				timeout = time.After(cfg.ShutdownTimeout)
+			} else if r.sup.sessions != nil && ch.canHandoff() {
 				r.park(g)
 			}
-			e := r.stop(proc, exited, nil)
+			e := r.stop(proc, exited, timeout)
 			if e.Signal != 0 || e.Code != 0 {
 				r.mu.Lock()
 				r.unclean = true
@@ -260,7 +284,7 @@ func (r *runner) stop(proc Process, exited chan Exit, timeout <-chan time.Time) 
 
 func (r *runner) recordExit(exit Exit, pid int) {
 	now := time.Now()
-	r.sup.store.update(r.cluster.ID, func(c *ClusterStatus) {
+	r.update(func(c *ClusterStatus) {
 		le := &LastExit{Status: exit.String(), Code: exit.Code, Reason: exit.Reason, At: now, Uptime: exit.Uptime}
 		if exit.Signal != 0 {
 			le.Signal = exit.Signal.String()

@@ -86,6 +86,9 @@ type Snapshot struct {
 	Events []Event `json:"events"`
 	// Identify is the local identify queue; nil with a remote one.
 	Identify *IdentifyStatus `json:"identify,omitempty"`
+	// Reshard is the reshard under way, nil when none is: Clusters above
+	// are the live fleet's, serving the bot, until the switch.
+	Reshard *ReshardStatus `json:"reshard,omitempty"`
 }
 
 // Summary is the one line systemd shows: "58/64 shards ready, 7/8 clusters".
@@ -94,26 +97,43 @@ func (s Snapshot) Summary() string {
 }
 
 // Store holds every cluster's status. Safe for concurrent use.
+//
+// It holds the statuses of the live fleet (the plan whose clusters serve
+// the bot) and, during a reshard, those of the next fleet, in shadow
+// (reshard.go): each runner and channel updates the set it was made for,
+// so that a status that arrives after the switch still lands where it
+// belongs.
 type Store struct {
-	mu         sync.Mutex
-	clusters   []ClusterStatus
-	shardCount int
-	total      int
-	changed    chan struct{}
-	events     events
+	mu      sync.Mutex
+	live    *statusSet
+	next    *statusSet     // nil but during a reshard
+	reshard *ReshardStatus // nil but during a reshard; its Clusters are next's
+	changed chan struct{}
+	events  events
 }
 
-// NewStore returns a store for the plan's clusters, all stopped.
-func NewStore(p Plan) *Store {
-	s := &Store{shardCount: p.ShardCount, total: p.Total, changed: make(chan struct{})}
+// statusSet is the statuses of one plan's clusters.
+type statusSet struct {
+	shardCount int
+	total      int
+	clusters   []ClusterStatus
+}
+
+func newStatusSet(p Plan) *statusSet {
+	set := &statusSet{shardCount: p.ShardCount, total: p.Total}
 	for _, c := range p.Clusters {
 		cs := ClusterStatus{ID: c.ID, Shards: slices.Clone(c.Shards), State: ClusterStopped}
 		for _, id := range c.Shards {
 			cs.ShardState = append(cs.ShardState, wire.ShardStatus{ID: id, State: wire.ShardDown})
 		}
-		s.clusters = append(s.clusters, cs)
+		set.clusters = append(set.clusters, cs)
 	}
-	return s
+	return set
+}
+
+// NewStore returns a store for the plan's clusters, all stopped.
+func NewStore(p Plan) *Store {
+	return &Store{live: newStatusSet(p), changed: make(chan struct{})}
 }
 
 // Changed returns a channel that is closed at the next change.
@@ -123,32 +143,50 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// update applies f to cluster id's status and wakes the waiters.
-func (s *Store) update(id int, f func(*ClusterStatus)) {
+// wake wakes the waiters; s.mu is held.
+func (s *Store) wake() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// liveSet is the live fleet's statuses.
+func (s *Store) liveSet() *statusSet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.clusters {
-		if s.clusters[i].ID == id {
-			f(&s.clusters[i])
-			c := &s.clusters[i]
+	return s.live
+}
+
+// update applies f to cluster id's status in the live fleet.
+func (s *Store) update(id int, f func(*ClusterStatus)) { s.updateIn(s.liveSet(), id, f) }
+
+// updateIn applies f to cluster id's status in set and wakes the waiters.
+func (s *Store) updateIn(set *statusSet, id int, f func(*ClusterStatus)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range set.clusters {
+		if set.clusters[i].ID == id {
+			f(&set.clusters[i])
+			c := &set.clusters[i]
 			if c.State == ClusterStarting || c.State == ClusterReady {
 				c.State = ClusterStarting
 				if c.ShardsReady() == len(c.Shards) {
 					c.State = ClusterReady
 				}
 			}
-			close(s.changed)
-			s.changed = make(chan struct{})
+			s.wake()
 			return
 		}
 	}
 }
 
-// Cluster returns a copy of one cluster's status.
-func (s *Store) Cluster(id int) (ClusterStatus, bool) {
+// Cluster returns a copy of cluster id's status in the live fleet.
+func (s *Store) Cluster(id int) (ClusterStatus, bool) { return s.clusterIn(s.liveSet(), id) }
+
+// clusterIn returns a copy of cluster id's status in set.
+func (s *Store) clusterIn(set *statusSet, id int) (ClusterStatus, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.clusters {
+	for _, c := range set.clusters {
 		if c.ID == id {
 			return cloneStatus(c), true
 		}
@@ -177,8 +215,8 @@ func cloneStatus(c ClusterStatus) ClusterStatus {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Time: time.Now(), ShardCount: s.shardCount, PlanClusters: s.total, Events: s.events.list()}
-	for _, c := range s.clusters {
+	snap := Snapshot{Time: time.Now(), ShardCount: s.live.shardCount, PlanClusters: s.live.total, Events: s.events.list()}
+	for _, c := range s.live.clusters {
 		snap.Clusters = append(snap.Clusters, cloneStatus(c))
 		snap.Shards += len(c.Shards)
 		snap.ShardsReady += c.ShardsReady()
@@ -186,12 +224,20 @@ func (s *Store) Snapshot() Snapshot {
 			snap.ClustersReady++
 		}
 	}
-	snap.Ready = len(s.clusters) > 0 && snap.ClustersReady == len(s.clusters)
+	snap.Ready = len(s.live.clusters) > 0 && snap.ClustersReady == len(s.live.clusters)
+	if s.reshard != nil {
+		r := *s.reshard
+		r.Clusters = nil
+		for _, c := range s.next.clusters {
+			r.Clusters = append(r.Clusters, cloneStatus(c))
+			r.Shards += len(c.Shards)
+			r.ShardsReady += c.ShardsReady()
+		}
+		snap.Reshard = &r
+	}
 	return snap
 }
 
-// setShards records a status report, keeping only the cluster's own shards
-// (the channel has already refused a report naming others).
 func (c *ClusterStatus) setShards(report []wire.ShardStatus, at time.Time) {
 	c.LastReport = at
 	for _, r := range report {
@@ -209,4 +255,43 @@ func (c *ClusterStatus) resetShards(since time.Time) {
 		c.ShardState[i] = wire.ShardStatus{ID: c.ShardState[i].ID, State: wire.ShardDown, Since: since,
 			LastIdentify: c.ShardState[i].LastIdentify}
 	}
+}
+
+// beginReshard adds the next fleet's statuses, all stopped, and the
+// reshard's status; it returns the set the next fleet's runners update.
+func (s *Store) beginReshard(p Plan, r ReshardStatus) *statusSet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next, s.reshard = newStatusSet(p), &r
+	s.wake()
+	return s.next
+}
+
+// reshardPhase moves the reshard under way to phase.
+func (s *Store) reshardPhase(phase string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reshard != nil {
+		s.reshard.Phase = phase
+		s.wake()
+	}
+}
+
+// endReshard ends the reshard under way: live, if set, becomes the live
+// fleet (the switch); nil drops the next fleet (abandoned).
+func (s *Store) endReshard(live *statusSet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live != nil {
+		s.live = live
+	}
+	s.next, s.reshard = nil, nil
+	s.wake()
+}
+
+// resharding reports whether a reshard is under way.
+func (s *Store) resharding() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reshard != nil
 }

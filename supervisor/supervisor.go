@@ -59,6 +59,22 @@ type Config struct {
 	// FleetSecret, if set, lets peers forward fleet calls to this
 	// supervisor (POST /fleet/forward); without it they are refused.
 	FleetSecret secret.Token
+
+	// Resharding (reshard.go). Split is how the flags split the shards
+	// into clusters (its Shards is the plan's): a reshard splits its new
+	// count the same way. GatewayBot asks Discord for its recommended
+	// shard count and the session starts left; without it a reshard is
+	// refused. CheckPlan, if set, refuses a plan this machine cannot run.
+	// AutoReshard makes a live shard's 4011 (sharding required) reshard
+	// instead of stopping everything. ReshardTimeout bounds the wait for
+	// the next fleet to be ready (0: DefaultReshardTimeout). OnReshard, if
+	// set, is told the new plan after each switch (to remember it).
+	Split          PlanConfig
+	GatewayBot     func(context.Context) (GatewayBot, error)
+	CheckPlan      func(Plan) error
+	AutoReshard    bool
+	ReshardTimeout time.Duration
+	OnReshard      func(p Plan, reason string)
 }
 
 func (c *Config) validate() error {
@@ -110,9 +126,15 @@ type Supervisor struct {
 	cfg      Config
 	log      *slog.Logger
 	store    *Store
-	runners  []*runner
 	fleet    *fleetRouter
 	sessions *sessionRecords // nil without a session dir
+
+	liveRoster atomic.Pointer[roster] // the fleet that serves the bot (roster.go)
+	rosterMu   sync.Mutex
+	rosters    []*roster       // every roster ever added, for a stop
+	spawn      chan *roster    // a reshard's next fleet, for the main loop to run
+	loopDone   chan struct{}   // closed when the main loop ends
+	reshards   *reshardMetrics // reshard.go
 
 	stopOnce  sync.Once
 	stopping  chan struct{} // closed when a graceful stop begins
@@ -133,10 +155,11 @@ func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Supervisor{cfg: cfg, log: logger, store: NewStore(cfg.Plan),
-		stopping: make(chan struct{}), hurry: make(chan struct{})}
-	for _, c := range cfg.Plan.Clusters {
-		s.runners = append(s.runners, newRunner(s, c))
-	}
+		stopping: make(chan struct{}), hurry: make(chan struct{}),
+		spawn: make(chan *roster), loopDone: make(chan struct{}), reshards: newReshardMetrics()}
+	live := newRoster(s, cfg.Plan, s.store.liveSet(), false)
+	s.liveRoster.Store(live)
+	s.rosters = []*roster{live}
 	s.fleet = newFleetRouter(s)
 	if cfg.Sessions != nil {
 		s.sessions = newSessionRecords(cfg.Sessions)
@@ -159,10 +182,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.log.Warn("session records of shards beyond the plan discarded", "records", n)
 		}
 	}
-	results := make(chan error, len(s.runners))
-	for _, r := range s.runners {
-		go func() { results <- r.run() }()
+	defer close(s.loopDone)
+	results := make(chan runnerDone)
+	left := 0
+	runRoster := func(ro *roster) {
+		left += len(ro.runners)
+		for _, r := range ro.runners {
+			go func() { results <- runnerDone{ro: ro, err: r.run()} }()
+		}
 	}
+	runRoster(s.live())
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var first error
@@ -170,15 +199,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// Each is taken once, then nil: a closed channel left in the select
 	// would spin this loop until the last process exits.
 	done, stopping := ctx.Done(), (<-chan struct{})(s.stopping)
-	for left := len(s.runners); left > 0; {
+	for left > 0 {
 		s.tick.Store(time.Now().UnixNano())
 		select {
-		case err := <-results:
+		case d := <-results:
 			left--
-			if err != nil && first == nil {
-				first = err
+			switch {
+			case d.err == nil:
+			case d.ro != s.live():
+				d.ro.fail(d.err) // a reshard's next fleet (or the old one): the reshard's to handle
+			case first == nil:
+				first = d.err
 				s.Stop()
 			}
+		case ro := <-s.spawn:
+			runRoster(ro)
 		case <-done:
 			done = nil
 			s.Stop()
@@ -197,7 +232,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if first != nil {
 		return first
 	}
-	for _, r := range s.runners {
+	for _, r := range s.live().runners {
 		if r.unclean {
 			return ErrUncleanStop
 		}
@@ -209,7 +244,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // the shutdown timeout, SIGKILL to what is left. It does not wait; Run
 // returns when everything has exited.
 func (s *Supervisor) Stop() {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(s.stopRosters)
 }
 
 // Hurry kills every remaining process now (a second SIGTERM or SIGINT).
@@ -257,8 +292,9 @@ func (s *Supervisor) RollingRestart() {
 		defer s.wg.Done()
 		defer s.rolling.Store(false)
 		start := time.Now()
-		s.log.Info("rolling restart begins", "clusters", len(s.runners))
-		for _, r := range s.runners {
+		runners := s.live().runners
+		s.log.Info("rolling restart begins", "clusters", len(runners))
+		for _, r := range runners {
 			if err := s.rollOne(r); err != nil {
 				s.log.Error("rolling restart stopped", "cluster_id", r.cluster.ID, "err", err)
 				return

@@ -355,13 +355,13 @@ func TestRollingRestartStopsOnBrokenBinary(t *testing.T) {
 func TestMetricsOverChannel(t *testing.T) {
 	tr := start(t, 2, "1=slow-metrics")
 	tr.waitFor(t, "all ready", ready)
-	b, err := tr.s.runners[0].channel().Metrics(context.Background())
+	b, err := tr.s.live().runners[0].channel().Metrics(context.Background())
 	if err != nil || string(b) != "metrics of 0" {
 		t.Fatalf("metrics = %q, %v", b, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := tr.s.runners[1].channel().Metrics(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := tr.s.live().runners[1].channel().Metrics(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("metrics of a child that never answers: %v", err)
 	}
 }

@@ -43,6 +43,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/secret"
@@ -86,13 +87,21 @@ type Binding struct {
 
 // Dir is a session directory.
 type Dir struct {
-	path   string
-	bind   Binding
-	window time.Duration
-	aead   cipher.AEAD
+	path       string
+	bind       Binding // its ShardCount is shardCount's first value
+	shardCount atomic.Int64
+	window     time.Duration
+	aead       cipher.AEAD
 	// planKey authenticates the plan record (plan.go).
 	planKey []byte
 }
+
+// Rebind makes the records written and taken from now on those of a plan
+// of shardCount shards: after a reshard's switch, a stop writes records
+// of the new plan, and those of the old one are foreign.
+func (d *Dir) Rebind(shardCount int) { d.shardCount.Store(int64(shardCount)) }
+
+func (d *Dir) shards() int { return int(d.shardCount.Load()) }
 
 // Open prepares path (created 0700 if missing) for records of b, taken
 // when younger than window. It fails when path cannot hold records: not a
@@ -133,7 +142,9 @@ func Open(path string, b Binding, window time.Duration) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open session dir: derive key: %w", err)
 	}
-	return &Dir{path: path, bind: b, window: window, aead: aead, planKey: pk}, nil
+	d := &Dir{path: path, bind: b, window: window, aead: aead, planKey: pk}
+	d.shardCount.Store(int64(b.ShardCount))
+	return d, nil
 }
 
 // Window is how old a record may be when it is taken.
@@ -157,8 +168,8 @@ func (d *Dir) Write(h *wire.HandoffShard, now time.Time) (int, error) {
 	if h.SessionID.Empty() {
 		return 0, fmt.Errorf("write session record of shard %d: no session", h.Shard)
 	}
-	if h.Shard < 0 || h.Shard >= d.bind.ShardCount {
-		return 0, fmt.Errorf("write session record of shard %d: not a shard of %d", h.Shard, d.bind.ShardCount)
+	if h.Shard < 0 || h.Shard >= d.shards() {
+		return 0, fmt.Errorf("write session record of shard %d: not a shard of %d", h.Shard, d.shards())
 	}
 	var p []byte
 	p = binary.AppendUvarint(p, uint64(len(h.SessionID.Reveal())))
@@ -168,7 +179,7 @@ func (d *Dir) Write(h *wire.HandoffShard, now time.Time) (int, error) {
 	p = binary.BigEndian.AppendUint64(p, uint64(h.Seq))
 	p = append(p, h.Snapshot...)
 
-	hd, _ := json.Marshal(header{Shard: h.Shard, ShardCount: d.bind.ShardCount, UserID: d.bind.UserID,
+	hd, _ := json.Marshal(header{Shard: h.Shard, ShardCount: d.shards(), UserID: d.bind.UserID,
 		Written: now.UTC(), Payload: len(p)})
 	b := make([]byte, 0, len(magic)+4+len(hd)+d.aead.NonceSize()+len(p)+d.aead.Overhead())
 	b = append(b, magic...)
@@ -281,8 +292,8 @@ func (d *Dir) open(shard int, b []byte, now time.Time) (*wire.HandoffShard, erro
 	switch age := now.Sub(hd.Written); {
 	case hd.Shard != shard:
 		return nil, discard(ReasonForeign, "it is shard %d's", hd.Shard)
-	case hd.ShardCount != d.bind.ShardCount:
-		return nil, discard(ReasonForeign, "written for %d shards, the plan has %d", hd.ShardCount, d.bind.ShardCount)
+	case hd.ShardCount != d.shards():
+		return nil, discard(ReasonForeign, "written for %d shards, the plan has %d", hd.ShardCount, d.shards())
 	case hd.UserID != d.bind.UserID:
 		return nil, discard(ReasonForeign, "written for another bot (user %s)", hd.UserID)
 	case age > d.window:
@@ -358,7 +369,7 @@ func (d *Dir) Sweep() int {
 		if !strings.HasSuffix(name, suffix) || !ok {
 			continue
 		}
-		if s, err := strconv.Atoi(id); err == nil && (s < 0 || s >= d.bind.ShardCount) {
+		if s, err := strconv.Atoi(id); err == nil && (s < 0 || s >= d.shards()) {
 			os.Remove(filepath.Join(d.path, name))
 			n++
 		}
