@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shardvisor/shardvisor/internal/wire"
 	"github.com/shardvisor/shardvisor/supervisor"
 )
 
@@ -46,6 +47,9 @@ commands:
   status           the supervisor's status as a table
   roll             a rolling restart, as SIGHUP: one cluster at a time
   restart CLUSTER  restart one cluster; returns once it is ready again
+  reshard [N|auto] reshard to N shards (auto, the default: Discord's
+                   recommendation) while the bot stays online; returns once
+                   the new fleet is on its way (follow it with status)
 `
 
 // runCtl asks the supervisor over its control socket to do something.
@@ -105,7 +109,7 @@ func runCtl(args []string, stdout io.Writer, getenv lookupEnv) error {
 // ctlRequest is the request the command words ask for.
 func ctlRequest(words []string) (supervisor.ControlRequest, error) {
 	if len(words) == 0 {
-		return supervisor.ControlRequest{}, errors.New("no command; commands: status, roll, restart CLUSTER")
+		return supervisor.ControlRequest{}, errors.New("no command; commands: status, roll, restart CLUSTER, reshard [N|auto]")
 	}
 	cmd, rest := words[0], words[1:]
 	switch cmd {
@@ -123,8 +127,20 @@ func ctlRequest(words []string) (supervisor.ControlRequest, error) {
 			return supervisor.ControlRequest{}, fmt.Errorf("restart %q: a cluster id is a non-negative integer", rest[0])
 		}
 		return supervisor.ControlRequest{Command: cmd, Cluster: id}, nil
+	case supervisor.ControlReshard:
+		switch {
+		case len(rest) > 1:
+			return supervisor.ControlRequest{}, errors.New("reshard takes at most one shard count: reshard [N|auto]")
+		case len(rest) == 0 || rest[0] == "auto":
+			return supervisor.ControlRequest{Command: cmd, Shards: supervisor.ReshardAuto}, nil
+		}
+		n, err := strconv.Atoi(rest[0])
+		if err != nil || n < 1 || n > wire.MaxShardID {
+			return supervisor.ControlRequest{}, fmt.Errorf("reshard %q: a shard count between 1 and %d, or auto", rest[0], wire.MaxShardID)
+		}
+		return supervisor.ControlRequest{Command: cmd, Shards: n}, nil
 	}
-	return supervisor.ControlRequest{}, fmt.Errorf("unknown command %q; commands: status, roll, restart CLUSTER", cmd)
+	return supervisor.ControlRequest{}, fmt.Errorf("unknown command %q; commands: status, roll, restart CLUSTER, reshard [N|auto]", cmd)
 }
 
 // askControl sends req to the control socket at path and reads the reply.

@@ -66,6 +66,13 @@ func TestMain(m *testing.M) {
 					fmt.Fprintf(out, "%d %d %s\n", s.ShardID, e.Sequence, e.Type)
 				}
 			})
+			// Which fleet handled each guild's GUILD_CREATE (reshard_test.go).
+			bot.Handle(func(s *discordgo.Session, g *discordgo.GuildCreate) {
+				s.State.RLock()
+				id := g.ID
+				s.State.RUnlock()
+				fmt.Fprintf(out, "guild %s %d %d\n", id, s.ShardCount, s.ShardID)
+			})
 		}
 		// Every shard sends REST requests as fast as its limiter lets it:
 		// messages to the channel this names, and GET users/@me (only the

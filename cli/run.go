@@ -51,6 +51,7 @@ type runFlags struct {
 	sessionWindow   time.Duration
 	restShared      bool
 	restGlobal      int
+	autoReshard     bool
 	metricsAddr     string
 	scrapeTimeout   time.Duration
 	scrapeReuse     time.Duration
@@ -89,12 +90,13 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.sessionDir, "session-dir", "", "keep every shard's session and cache in this directory at a stop, and RESUME them at the next start instead of identifying (records are 0600, sealed with a key derived from the token); empty: a stop closes the sessions")
 	fs.DurationVar(&f.sessionWindow, "session-resume-window", time.Minute, "with -session-dir: a record older than this is discarded and its shard identifies (Discord keeps a dropped session only briefly and does not say how long)")
 	fs.BoolVar(&f.restShared, "rest-shared-limits", true, "the supervisor holds the bot's REST rate limits (the global limit, every bucket, the invalid-request count) for every cluster, which asks it for a ticket before each request; false: each cluster limits only its own requests")
+	fs.BoolVar(&f.autoReshard, "auto-reshard", false, "reshard while the bot stays online when Discord recommends more shards than run (checked at start and hourly) or closes a shard with 4011 (sharding required), instead of exiting 78; the new shards start beside the old ones and take over once ready (also: shardvisor ctl reshard)")
 	fs.IntVar(&f.restGlobal, "rest-global-limit", 50, "the bot's global REST limit, requests per second (Discord's default; larger bots are granted more)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.DurationVar(&f.scrapeReuse, "scrape-reuse", 500*time.Millisecond, "a scrape of /metrics that comes this soon after an identical one began gets that one's answer instead of asking the clusters again; at most 1s, below the shortest scrape interval; 0: never")
 	fs.StringVar(&f.reap, "reap-orphans", "auto", "reap orphaned processes: auto (when running as PID 1), always, never")
-	fs.StringVar(&f.controlSocket, "control-socket", controlSocketAuto, "unix socket (mode 0660) for shardvisor ctl: status, roll, restart CLUSTER; auto: $RUNTIME_DIRECTORY/control.sock when systemd gives RUNTIME_DIRECTORY, else none; empty: none")
+	fs.StringVar(&f.controlSocket, "control-socket", controlSocketAuto, "unix socket (mode 0660) for shardvisor ctl: status, roll, restart CLUSTER, reshard [N|auto]; auto: $RUNTIME_DIRECTORY/control.sock when systemd gives RUNTIME_DIRECTORY, else none; empty: none")
 }
 
 // clusterArgs are the child's command line: the mode word and the settings
@@ -189,11 +191,12 @@ func startupSignals(ctx context.Context, sigs <-chan os.Signal, log *slog.Logger
 // anything: the gateway facts (nil with a remote queue and every fact
 // given) and the plan.
 type startup struct {
-	api     *discordapi.Client
-	gb      *discordapi.GatewayBot
-	plan    supervisor.Plan
-	maxConc int
-	userID  string // the bot's user id, asked only for -session-dir
+	api      *discordapi.Client
+	gb       *discordapi.GatewayBot
+	plan     supervisor.Plan
+	maxConc  int
+	userID   string          // the bot's user id, asked only for -session-dir
+	sessions *sessiondir.Dir // -session-dir, bound to the plan; nil without
 }
 
 // startup asks GET /gateway/bot when the plan or the local queue needs it,
@@ -206,7 +209,7 @@ func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startu
 		st.maxConc = 1 // the remote queue knows the buckets; the children are not told
 	}
 	pc := cfg.plan
-	if cfg.autoShards || st.maxConc == 0 || cfg.remote == nil {
+	if cfg.autoShards || st.maxConc == 0 || cfg.remote == nil || f.autoReshard {
 		g, err := st.api.GatewayBot(ctx)
 		if err != nil {
 			return st, restError(fmt.Errorf("plan shards: %w", err))
@@ -225,6 +228,20 @@ func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startu
 	if st.gb != nil && cfg.remote == nil {
 		budget = &st.gb.Budget
 	}
+	if f.sessionDir != "" {
+		id, err := st.api.UserID(ctx)
+		if err != nil {
+			return st, restError(fmt.Errorf("-session-dir: learn the bot's user id: %w", err))
+		}
+		st.userID = id
+		b := sessiondir.Binding{UserID: id, ShardCount: max(pc.Shards, 1), Token: cfg.token}
+		if st.sessions, err = sessiondir.Open(f.sessionDir, b, f.sessionWindow); err != nil {
+			return st, configError(fmt.Errorf("-session-dir %q: %w", f.sessionDir, err))
+		}
+	}
+	if n := cfg.remembered(st, pc.Shards); n > pc.Shards {
+		pc.Shards, cfg.planned = n, nil
+	}
 	var plan supervisor.Plan
 	if cfg.planned != nil { // planned and checked against this machine with the flags: only the budget is new
 		plan = *cfg.planned
@@ -241,12 +258,8 @@ func (cfg *supervisorCfg) startup(ctx context.Context, bot *cluster.Bot) (startu
 		}
 	}
 	st.plan = plan
-	if f.sessionDir != "" {
-		id, err := st.api.UserID(ctx)
-		if err != nil {
-			return st, restError(fmt.Errorf("-session-dir: learn the bot's user id: %w", err))
-		}
-		st.userID = id
+	if st.sessions != nil {
+		st.sessions.Rebind(plan.ShardCount)
 	}
 	if plan.Clusters[0].ID == 0 {
 		if err := f.bot.registerBotCommands(ctx, st.api, bot, log); err != nil {
@@ -295,13 +308,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 			return nil, configError(fmt.Errorf("-rest-global-limit: %w", err))
 		}
 	}
-	var sessions *sessiondir.Dir
-	if f.sessionDir != "" {
-		b := sessiondir.Binding{UserID: st.userID, ShardCount: st.plan.ShardCount, Token: cfg.token}
-		if sessions, err = sessiondir.Open(f.sessionDir, b, f.sessionWindow); err != nil {
-			return nil, configError(fmt.Errorf("-session-dir %q: %w", f.sessionDir, err))
-		}
-	}
+	sessions := st.sessions
 	c.sup, err = supervisor.New(supervisor.Config{
 		Plan:             st.plan,
 		Launcher:         &supervisor.ExecLauncher{Args: f.clusterArgs(), Environ: env.childEnv, Reaper: c.reaper},
@@ -318,6 +325,13 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		QueueStats:       stats,
 		Peers:            peers,
 		FleetSecret:      fleetSecret,
+		Split:            cfg.plan,
+		GatewayBot:       gatewayBotFunc(st.api),
+		CheckPlan: func(p supervisor.Plan) error {
+			return checkPlanLimits(p, cfg.clustersBy, nil, hostLimits(), log)
+		},
+		AutoReshard: f.autoReshard,
+		OnReshard:   cfg.rememberPlan(sessions),
 	}, log)
 	if err != nil {
 		return nil, configError(err)
@@ -447,6 +461,7 @@ func runSupervisor(ctx context.Context, c *components, sigs <-chan os.Signal, lo
 		ctl := c.control
 		g.Add(func() error { return sup.ServeControl(ctl) }, func(error) { ctl.Close() })
 	}
+	g.Add(func() error { return sup.WatchRecommended(ctx, reshardCheckEvery) }, func(error) { cancel() })
 	err := g.Run()
 	var fe *supervisor.FatalError
 	if errors.As(err, &fe) {
