@@ -84,7 +84,7 @@ func runCluster(args []string, bot *cluster.Bot, stderr io.Writer, getenv lookup
 			return configError(fmt.Errorf("%s=%q: not a descriptor", wire.EnvChannelFD, fdEnv))
 		}
 		link, err = cluster.Connect(uintptr(fd), &wire.Hello{ClusterID: id.ClusterID, PID: os.Getpid(), ShardIDs: id.ShardIDs,
-			Build: func() string { v, _, _ := buildinfo.Get(); return v }(), Handoff: true}, 30*time.Second, log)
+			Build: func() string { v, _, _ := buildinfo.Get(); return v }(), Handoff: true, Shadow: true}, 30*time.Second, log)
 		if err != nil {
 			return fmt.Errorf("connect to supervisor: %w", err)
 		}

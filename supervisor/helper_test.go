@@ -129,7 +129,7 @@ func fakeChild() int {
 	} else {
 		signal.Notify(term, syscall.SIGTERM)
 	}
-	conn.Write(&wire.Hello{ClusterID: id, PID: os.Getpid(), ShardIDs: shards, Handoff: handoff})
+	conn.Write(&wire.Hello{ClusterID: id, PID: os.Getpid(), ShardIDs: shards, Handoff: handoff, Shadow: b != "no-shadow"})
 	ready := func() *wire.Status {
 		st := &wire.Status{}
 		state := wire.ShardReady

@@ -257,6 +257,11 @@ func (s *Supervisor) awaitFleet(ro *roster, timeout time.Duration) error {
 		changed := s.store.Changed()
 		ready := 0
 		for _, r := range ro.runners {
+			if ch := r.channel(); ch != nil {
+				if helloed, knows := ch.shadowHello(); helloed && !knows {
+					return fmt.Errorf("cluster %d's process (the binary on disk) does not know shadow, an older version: it would call the bot's handlers beside the live fleet", r.cluster.ID)
+				}
+			}
 			if c, _ := s.store.clusterIn(ro.set, r.cluster.ID); c.Ready() {
 				ready++
 			}
@@ -276,12 +281,21 @@ func (s *Supervisor) awaitFleet(ro *roster, timeout time.Duration) error {
 	}
 }
 
-// goLive tells a shadow process to go live, once.
+// goLive tells a shadow process to go live, once; not one whose hello
+// did not say it knows shadow (awaitFleet abandons a fleet of those).
 func (ch *channel) goLive() {
-	if !ch.shadow {
+	if _, knows := ch.shadowHello(); !ch.shadow || !knows {
 		return
 	}
 	ch.liveOnce.Do(func() { ch.send(&wire.Live{}) })
+}
+
+// shadowHello reports whether the child said hello, and whether it said
+// it honours Welcome.Shadow.
+func (ch *channel) shadowHello() (helloed, knows bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.hello != nil, ch.hello != nil && ch.hello.Shadow
 }
 
 // reshardFor answers a live cluster's 4011 (sharding required): with

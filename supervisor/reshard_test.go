@@ -134,10 +134,17 @@ func TestReshardRefused(t *testing.T) {
 }
 
 // TestReshardAbandoned: a next fleet whose processes crash in shadow
-// until the restart policy gives up is stopped; the live fleet goes on,
-// and a later reshard may be asked.
+// until the restart policy gives up, or whose binary does not know shadow
+// (it would handle events beside the live fleet), is stopped; the live
+// fleet goes on, and a later reshard may be asked.
 func TestReshardAbandoned(t *testing.T) {
-	tr := start(t, 2, "crash-in-shadow", discord(8, 1000), func(c *Config) {
+	for _, b := range []string{"crash-in-shadow", "no-shadow"} {
+		t.Run(b, func(t *testing.T) { testReshardAbandoned(t, b) })
+	}
+}
+
+func testReshardAbandoned(t *testing.T, behaviour string) {
+	tr := start(t, 2, behaviour, discord(8, 1000), func(c *Config) {
 		c.Policy.MaxRestarts, c.Policy.Window = 2, time.Minute
 	})
 	tr.waitFor(t, "ready", ready)

@@ -34,6 +34,10 @@ type Hello struct {
 	// handoff (handoff.go): it can hand its shards over, and it waited for
 	// them if its Welcome said Handoff.
 	Handoff bool `json:"handoff,omitempty"`
+	// Shadow says that the child honours Welcome.Shadow and Live
+	// (reshard.go): a child that does not would call its handlers beside
+	// the live fleet's, and take a Live for a protocol violation.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Welcome is the supervisor's first message: what the child needs and must
