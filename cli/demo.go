@@ -89,6 +89,11 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 	restart := make(chan os.Signal, 1)
 	signal.Notify(restart, syscall.SIGUSR1)
 	defer signal.Stop(restart)
+	// SIGUSR2: the bot grows; the fake recommends twice the shards, and the
+	// supervisor reshards beside the running fleet (as ctl reshard).
+	grow := make(chan os.Signal, 1)
+	signal.Notify(grow, syscall.SIGUSR2)
+	defer signal.Stop(grow)
 	var began time.Time // of the restart: its SIGUSR1
 	for run := 0; ; run++ {
 		var (
@@ -105,13 +110,15 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stdout, "kill -HUP %d rolls the clusters: each hands its sessions and State over, RESUMEs, and spends no IDENTIFY.\n", os.Getpid())
 				fmt.Fprintf(stdout, "kill -USR1 %d restarts the whole supervisor (as systemctl restart): the sessions are kept in -session-dir and RESUMEd.\n", os.Getpid())
 				fmt.Fprintln(stdout, "kill -9 of a cluster process (pids on the status page): its replacement RESUMEs its sessions (-resume-after-crash), with an empty cache.")
+				fmt.Fprintf(stdout, "kill -USR2 %d makes the bot grow: the fake recommends twice the shards and the supervisor reshards while the bot stays online (as shardvisor ctl reshard).\n", os.Getpid())
 			}
 			if run > 0 {
 				wg.Add(1)
 				go func() { defer wg.Done(); showRestarted(stdout, sup, fake, began, stop) }()
 			}
-			wg.Add(2)
+			wg.Add(3)
 			go func() { defer wg.Done(); showDemo(stdout, sup, fake, demoCommands(bot), *pingEvery, stop) }()
+			go func() { defer wg.Done(); demoReshards(stdout, sup, fake, grow, stop) }()
 			go func() {
 				defer wg.Done()
 				select {
@@ -137,6 +144,55 @@ func runDemo(args []string, bot *cluster.Bot, stdout, stderr io.Writer) error {
 			len(r.Sessions), len(r.Identifies), len(r.Resumes), len(r.Interactions))
 	}
 	return err
+}
+
+// demoReshards answers each SIGUSR2 until stop: the fake recommends twice
+// the running shards, the supervisor reshards to that, and once it has
+// switched the demo says how long it took, what it spent, and whether any
+// guild was ever without a live session.
+func demoReshards(w io.Writer, sup *supervisor.Supervisor, fake *discordtest.Server, grow <-chan os.Signal, stop <-chan struct{}) {
+	for {
+		select {
+		case <-grow:
+		case <-stop:
+			return
+		}
+		store := sup.Store()
+		from := store.Snapshot().ShardCount
+		if err := fake.SetRecommendedShards(2 * from); err != nil {
+			fmt.Fprintf(w, "SIGUSR2: %v\n", err)
+			continue
+		}
+		began, before := time.Now(), len(fake.Record().Identifies)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err := sup.Reshard(ctx, supervisor.ReshardAuto, fmt.Sprintf("demo: SIGUSR2, the fake Discord now recommends %d shards", 2*from))
+		cancel()
+		if err != nil {
+			fmt.Fprintf(w, "SIGUSR2: %v\n", err)
+			continue
+		}
+		fmt.Fprintf(w, "SIGUSR2: the fake Discord recommends %d shards; resharding %d → %d in %d clusters beside the running fleet, which goes on serving\n",
+			2*from, st.From, st.To, len(st.Clusters))
+		for {
+			changed := store.Changed()
+			snap := store.Snapshot()
+			if snap.Reshard == nil && snap.Ready {
+				if snap.ShardCount != st.To {
+					fmt.Fprintf(w, "reshard abandoned: still %d shards (the events on the status page say why)\n", snap.ShardCount)
+					break
+				}
+				gaps := fake.Uncovered(began, time.Now())
+				fmt.Fprintf(w, "resharded: %d → %d shards, switched %v after SIGUSR2, %d IDENTIFYs; guilds without a live session meanwhile: %d\n",
+					st.From, st.To, time.Since(began).Round(time.Millisecond), len(fake.Record().Identifies)-before, len(gaps))
+				break
+			}
+			select {
+			case <-changed:
+			case <-stop:
+				return
+			}
+		}
+	}
 }
 
 // showRestarted says, once the new supervisor is ready, what its shards
