@@ -30,7 +30,7 @@ var (
 		"Sessions the cluster's process last reported as resumable: those a crash would RESUME (-resume-after-crash).", []string{"cluster_id"}, nil)
 	supReadyDesc = prometheus.NewDesc("shardvisor_ready",
 		"1 when every cluster this supervisor runs is ready.", nil, nil)
-	shardCountDesc = prometheus.NewDesc("shardvisor_shard_count",
+	shardCountDesc = prometheus.NewDesc("shardvisor_plan_shards",
 		"The bot's shard count: the live fleet's plan.", nil, nil)
 	reshardDesc = prometheus.NewDesc("shardvisor_reshard_in_progress",
 		"1 while a reshard's next fleet starts in shadow beside the live one.", nil, nil)
