@@ -133,7 +133,7 @@ func fakeChild() int {
 	ready := func() *wire.Status {
 		st := &wire.Status{}
 		state := wire.ShardReady
-		if !handed.Load() {
+		if !handed.Load() || (w.Shadow && b == "handoff-stuck-in-shadow") {
 			state = wire.ShardDown
 		}
 		for _, s := range shards {
@@ -198,8 +198,12 @@ func fakeChild() int {
 				}
 			case *wire.HandoffRequest:
 				event("freeze %d %d", id, os.Getpid())
+				seq := int64(5) // 6 from a process started in shadow
+				if w.Shadow {
+					seq = 6
+				}
 				for _, s := range shards {
-					conn.Write(&wire.HandoffShard{Shard: s, SessionID: mustToken("session-" + strconv.Itoa(s)), Seq: 5, Snapshot: []byte("state"), More: true})
+					conn.Write(&wire.HandoffShard{Shard: s, SessionID: mustToken("session-" + strconv.Itoa(s)), Seq: seq, Snapshot: []byte("state"), More: true})
 					conn.Write(&wire.HandoffShard{Shard: s, Snapshot: []byte(" of " + strconv.Itoa(s))})
 				}
 				conn.Write(&wire.HandoffEnd{Shards: len(shards)})

@@ -184,8 +184,7 @@ func (s *Supervisor) reshard(ctx context.Context, shards, atLeast int, reason st
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer s.rolling.Store(false)
-		s.followReshard(live, next, reason)
+		s.followReshard(live, next, reason) // it ends the change (s.rolling)
 	}()
 	snap := s.store.Snapshot()
 	return *snap.Reshard, nil
@@ -214,6 +213,7 @@ func (s *Supervisor) followReshard(old, next *roster, reason string) {
 	}
 	if err := s.awaitFleet(next, timeout); err != nil {
 		next.stop()
+		s.rolling.Store(false)
 		s.store.endReshard(nil)
 		s.reshards.outcomes.WithLabelValues(reshardAbandoned).Inc()
 		s.log.Error("reshard abandoned; the live fleet goes on", "from_shards", old.plan.ShardCount, "to_shards", next.plan.ShardCount, "err", err)
@@ -231,21 +231,24 @@ func (s *Supervisor) followReshard(old, next *roster, reason string) {
 	}
 	s.liveRoster.Store(next)
 	s.fleet.setRoster(next)
-	s.store.endReshard(next.set)
 	if s.sessions != nil {
 		s.sessions.dir.Rebind(next.plan.ShardCount)
 	}
 	old.stop()
 	switched := time.Since(switchAt)
+	if s.cfg.OnReshard != nil {
+		s.cfg.OnReshard(next.plan, reason)
+	}
+	// The change ends before the status shows it: whoever sees the new
+	// fleet may ask for the next change.
+	s.rolling.Store(false)
+	s.store.endReshard(next.set)
 	s.reshards.outcomes.WithLabelValues(reshardDone).Inc()
 	s.reshards.took.Set(time.Since(start).Seconds())
 	s.log.Info("reshard switched: the next fleet is live, the old one stops", "from_shards", old.plan.ShardCount,
 		"to_shards", next.plan.ShardCount, "ready_after", ready.Round(time.Millisecond), "switch", switched)
 	s.store.Event(Event{Kind: EventReshard, ClusterID: -1, Message: fmt.Sprintf("reshard %d → %d shards done in %v: the next fleet is live, the old one stops",
 		old.plan.ShardCount, next.plan.ShardCount, time.Since(start).Round(time.Millisecond))})
-	if s.cfg.OnReshard != nil {
-		s.cfg.OnReshard(next.plan, reason)
-	}
 }
 
 // awaitFleet waits until every cluster of ro is ready; an error when one

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/secret"
+	"github.com/shardvisor/shardvisor/internal/sessiondir"
 )
 
 // discord answers GET /gateway/bot for a reshard with the recommended
@@ -199,5 +201,48 @@ func TestReshard4011(t *testing.T) {
 				t.Errorf("Run: %v", err)
 			}
 		})
+	}
+}
+
+// TestReshardStopKeepsTheLiveFleet: the supervisor stopped with
+// -session-dir while a reshard's next fleet is still in shadow keeps the
+// live fleet's sessions, and nothing of the next fleet's (its shard count
+// is not the plan's).
+func TestReshardStopKeepsTheLiveFleet(t *testing.T) {
+	tok, _ := secret.NewToken("test-token")
+	d, err := sessiondir.Open(t.TempDir(), sessiondir.Binding{UserID: "1", ShardCount: 4, Token: tok}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := start(t, 2, "handoff-stuck-in-shadow", discord(8, 1000), func(c *Config) { c.Sessions = d })
+	tr.waitFor(t, "ready", ready)
+	if _, err := tr.s.Reshard(context.Background(), 8, "test"); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitFor(t, "the next fleet running in shadow", func(s Snapshot) bool {
+		if s.Reshard == nil {
+			return false
+		}
+		for _, c := range s.Reshard.Clusters {
+			if c.PID == 0 || c.LastReport.IsZero() { // reporting: it said hello, and takes handoffs
+				return false
+			}
+		}
+		return true
+	})
+	tr.s.Stop()
+	if err := tr.result(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for id := range 8 {
+		h, err := d.Take(id, time.Now())
+		switch {
+		case id < 4 && (err != nil || h == nil):
+			t.Errorf("shard %d of the live fleet: no record (%v)", id, err)
+		case id < 4 && h.Seq != 5:
+			t.Errorf("shard %d's record has sequence %d: the next fleet's session, not the live one's", id, h.Seq)
+		case id >= 4 && h != nil:
+			t.Errorf("shard %d of the next fleet has a record", id)
+		}
 	}
 }

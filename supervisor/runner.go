@@ -252,8 +252,8 @@ func (r *runner) supervise(g *generation) (Exit, *generation) {
 			var timeout <-chan time.Time
 			if !r.sup.isStopping() {
 				timeout = time.After(cfg.ShutdownTimeout)
-			} else if r.sup.sessions != nil && ch.canHandoff() {
-				r.park(g)
+			} else if r.sup.sessions != nil && ch.canHandoff() && r.ro == r.sup.live() {
+				r.park(g) // a reshard's next fleet, stopped with it, keeps nothing: its shard count is not the plan's
 			}
 			e := r.stop(proc, exited, timeout)
 			if e.Signal != 0 || e.Code != 0 {

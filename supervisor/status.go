@@ -93,7 +93,11 @@ type Snapshot struct {
 
 // Summary is the one line systemd shows: "58/64 shards ready, 7/8 clusters".
 func (s Snapshot) Summary() string {
-	return fmt.Sprintf("%d/%d shards ready, %d/%d clusters", s.ShardsReady, s.Shards, s.ClustersReady, len(s.Clusters))
+	line := fmt.Sprintf("%d/%d shards ready, %d/%d clusters", s.ShardsReady, s.Shards, s.ClustersReady, len(s.Clusters))
+	if r := s.Reshard; r != nil {
+		line += fmt.Sprintf("; resharding %d → %d: %d/%d new shards ready", r.From, r.To, r.ShardsReady, r.Shards)
+	}
+	return line
 }
 
 // Store holds every cluster's status. Safe for concurrent use.
