@@ -60,38 +60,35 @@ func TestReshard(t *testing.T) {
 	var mu sync.Mutex
 	var joined []string
 	notReady := 0
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(25 * time.Millisecond): // the pace of joins: load, not a wait for an event
+	// every runs f every d until stop: load, not a wait for an event.
+	every := func(d time.Duration, f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(d):
+				}
+				f()
 			}
-			ids, err := fake.AddGuilds(1)
-			if err == nil {
-				mu.Lock()
-				joined = append(joined, ids...)
-				mu.Unlock()
-			}
+		}()
+	}
+	every(25*time.Millisecond, func() {
+		if ids, err := fake.AddGuilds(1); err == nil {
+			mu.Lock()
+			joined = append(joined, ids...)
+			mu.Unlock()
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if code, _, err := p.get("/readyz"); err == nil && code != 200 {
-				mu.Lock()
-				notReady++
-				mu.Unlock()
-			}
+	})
+	every(20*time.Millisecond, func() {
+		if code, _, err := p.get("/readyz"); err == nil && code != 200 {
+			mu.Lock()
+			notReady++
+			mu.Unlock()
 		}
-	}()
+	})
 
 	from := time.Now()
 	out, code := command(t, []string{}, "ctl", "-control-socket", sock, "reshard", "16")

@@ -40,14 +40,7 @@ func newRoster(s *Supervisor, p Plan, set *statusSet, shadow bool) *roster {
 // stop makes every runner of the roster stop its process; it does not wait.
 func (ro *roster) stop() { ro.stopOnce.Do(func() { close(ro.stopping) }) }
 
-func (ro *roster) isStopping() bool {
-	select {
-	case <-ro.stopping:
-		return true
-	default:
-		return false
-	}
-}
+func (ro *roster) isStopping() bool { return closed(ro.stopping) }
 
 // fail reports a runner's error to the reshard, the first one only.
 func (ro *roster) fail(err error) {

@@ -256,9 +256,12 @@ func (s *Supervisor) Hurry() {
 	})
 }
 
-func (s *Supervisor) isStopping() bool {
+func (s *Supervisor) isStopping() bool { return closed(s.stopping) }
+
+// closed reports whether c is closed.
+func closed(c <-chan struct{}) bool {
 	select {
-	case <-s.stopping:
+	case <-c:
 		return true
 	default:
 		return false
