@@ -295,8 +295,11 @@ func procFile(pid int, name string) string {
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 }
 
-// fastFlags make a supervisor quick to start and restart in tests.
+// fastFlags make a supervisor quick to start and restart in tests. Every
+// scrape asks the clusters (-scrape-reuse 0): a test reads a counter right
+// after what it counts, and a scrape reused from before would miss it.
 func fastFlags(fake *discordtest.Server, addr string) []string {
 	return []string{"-api-url", fake.URL(), "-metrics-addr", addr, "-identify-interval", interval.String(),
-		"-restart-delay", "50ms", "-reconnect-delay", "50ms", "-invalid-session-wait", "100ms", "-log-level", "debug"}
+		"-restart-delay", "50ms", "-reconnect-delay", "50ms", "-invalid-session-wait", "100ms", "-log-level", "debug",
+		"-scrape-reuse", "0"}
 }

@@ -33,8 +33,8 @@ func gatewayBotFunc(api *discordapi.Client) func(context.Context) (supervisor.Ga
 // start with more shards). A supervisor that runs part of the plan
 // (-cluster-ids, -cluster-share) keeps the flags' count: the other
 // supervisors of the bot must agree on it. A larger -shards than the
-// remembered plan wins; to go below it, reshard (ctl reshard N) or remove
-// the plan file.
+// remembered plan wins; to run fewer than it remembers, lower -shards and
+// remove the plan file.
 func (cfg *supervisorCfg) remembered(st startup, shards int) int {
 	log := cfg.log
 	if cfg.plan.ClusterIDs != nil || cfg.plan.Share.Count > 0 {

@@ -201,7 +201,7 @@ func (s *Supervisor) control(req ControlRequest, p peer, log *slog.Logger) Contr
 	case ControlRoll:
 		if s.isStopping() || s.rolling.Load() {
 			log.Info("control: rolling restart asked; one is already under way, or the supervisor stops")
-			return ControlReply{Error: "a rolling restart or a restart is already under way, or the supervisor stops"}
+			return ControlReply{Error: errChangeUnderWay.Error() + ", or the supervisor stops"}
 		}
 		log.Info("control: rolling restart asked")
 		s.store.Event(Event{Kind: EventControl, ClusterID: -1, Message: "rolling restart asked by " + who})
@@ -257,7 +257,7 @@ func (s *Supervisor) RestartCluster(id int) error {
 	case s.isStopping():
 		return fmt.Errorf("restart cluster %d: the supervisor stops", id)
 	case !s.rolling.CompareAndSwap(false, true):
-		return fmt.Errorf("restart cluster %d: a rolling restart or another restart is under way", id)
+		return fmt.Errorf("restart cluster %d: %w", id, errChangeUnderWay)
 	}
 	defer s.rolling.Store(false)
 	if err := s.rollOne(r); err != nil {
