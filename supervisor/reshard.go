@@ -234,15 +234,17 @@ func (s *Supervisor) followReshard(old, next *roster, reason string) {
 	if s.sessions != nil {
 		s.sessions.dir.Rebind(next.plan.ShardCount)
 	}
+	// The change ends before the status shows it (whoever sees the new
+	// fleet may ask for the next change), and the status shows it before
+	// the old fleet stops (its stopping clusters are not the live fleet's:
+	// /readyz stays 200).
+	s.rolling.Store(false)
+	s.store.endReshard(next.set)
 	old.stop()
 	switched := time.Since(switchAt)
 	if s.cfg.OnReshard != nil {
 		s.cfg.OnReshard(next.plan, reason)
 	}
-	// The change ends before the status shows it: whoever sees the new
-	// fleet may ask for the next change.
-	s.rolling.Store(false)
-	s.store.endReshard(next.set)
 	s.reshards.outcomes.WithLabelValues(reshardDone).Inc()
 	s.reshards.took.Set(time.Since(start).Seconds())
 	s.log.Info("reshard switched: the next fleet is live, the old one stops", "from_shards", old.plan.ShardCount,
