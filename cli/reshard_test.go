@@ -17,7 +17,7 @@ import (
 
 // guildsHandled reads the events file's GUILD_CREATE lines: for each guild
 // id, the shard counts whose handlers saw it.
-func guildsHandled(t *testing.T, file string) map[string]map[int]int {
+func guildsHandled(t testing.TB, file string) map[string]map[int]int {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil && !os.IsNotExist(err) {
