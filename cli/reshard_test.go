@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,6 +114,14 @@ func TestReshard(t *testing.T) {
 		return live == 16, nil
 	})
 	took := time.Since(from)
+	// Joins go on until the new fleet has handled one.
+	harness.Poll(t, "a join handled by the new fleet", 20*time.Millisecond, func() (bool, error) {
+		mu.Lock()
+		ids := slices.Clone(joined)
+		mu.Unlock()
+		handled := guildsHandled(t, events)
+		return slices.ContainsFunc(ids, func(id string) bool { return handled[id][16] > 0 }), nil
+	})
 	close(stop)
 	wg.Wait()
 	to := time.Now()
