@@ -214,6 +214,140 @@ func TestStatusPageInBrowser(t *testing.T) {
 	t.Logf("screenshot: %s", shot)
 }
 
+// TestReshardPageInBrowser drives the page through a real reshard, 8 → 16
+// shards: while the next fleet is held in shadow (the fake delays HELLO on
+// every new connection), the page shows the reshard's panel above the
+// live fleet, its line, and the next fleet's 16 cells and 8 clusters,
+// while the live fleet's 8 cells stay ready; the guild lookup says where
+// the guild goes; ctl status and status print both fleets; /readyz is 200.
+// After the switch the panel is gone and the live grid has 16 ready cells.
+// On a phone, dark, the panel fits the screen.
+func TestReshardPageInBrowser(t *testing.T) {
+	chromium := needChromium(t)
+	const from, to, perCluster = 8, 16, 2
+	// How long the fake holds each of the next fleet's connections before
+	// HELLO: the reshard's "starting" phase lasts at least this long, the
+	// page's window to show it (it polls every 500 ms).
+	const hold = 8 * time.Second
+	fake := newFake(t, discordtest.Options{Guilds: 64, Shards: from, MaxConcurrency: 2})
+	addr, sock := freeAddr(t), filepath.Join(t.TempDir(), "control.sock")
+	p := shardvisor(t, []string{"DISCORD_TOKEN=" + secretToken},
+		append([]string{"run", "-shards", strconv.Itoa(from), "-shards-per-cluster", strconv.Itoa(perCluster), "-control-socket", sock}, fastFlags(fake, addr)...)...)
+	p.until(t, "ready", ready)
+	guild := fake.GuildIDsOf(5, from)[0]
+	id, err := strconv.ParseUint(guild, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextShard := int((id >> 22) % to)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*patience)
+	defer cancel()
+	br := startBrowser(t, chromium)
+	page, err := br.open(ctx, "http://"+addr+"/#guild="+guild, 1100, 900, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := br.open(ctx, "http://"+addr+"/", 390, 844, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.call(ctx, phone.session, "Emulation.setEmulatedMedia", map[string]any{
+		"features": []map[string]string{{"name": "prefers-color-scheme", "value": "dark"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cells := func(grid, state string, n int) string {
+		sel := "#" + grid + " .cell"
+		if state != "" {
+			sel += "[data-state=" + state + "]"
+		}
+		return fmt.Sprintf(`document.querySelectorAll(%q).length === %d`, sel, n)
+	}
+	pageState := `document.getElementById("reshard").hidden + " | " + document.getElementById("reshard").textContent + " | " +
+		[...document.querySelectorAll("#grid .cell")].map((c) => c.dataset.shard + ":" + c.dataset.state).join(" ")`
+	for _, tb := range []*tab{page, phone} {
+		tb.until(t, "every live shard ready, no reshard", cells("grid", "ready", from)+` && document.getElementById("reshard").hidden`, pageState)
+	}
+
+	fake.SetHelloDelay(hold)
+	out, code := command(t, nil, "ctl", "-control-socket", sock, "reshard", strconv.Itoa(to))
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("reshard %d → %d shards", from, to)) {
+		t.Fatalf("ctl reshard %d: exit %d: %s", to, code, out)
+	}
+	held := time.Now()
+
+	// Both fleets on the page: the panel's line, the next fleet's cells
+	// and clusters, and the live fleet's cells, all still ready.
+	line := fmt.Sprintf("Reshard %d → %d shards (asked by uid %d (pid ", from, to, os.Getuid())
+	page.until(t, "the reshard's panel with the next fleet",
+		`(() => { const r = document.getElementById("reshard");
+		  const l = document.getElementById("reshard-line").textContent;
+		  return !r.hidden && l.startsWith(`+jsString(line)+`) && l.includes("), starting: ")
+		    && r.querySelector("h3").textContent === "Next fleet (shadow)"
+		    && `+cells("next-grid", "", to)+` && document.querySelectorAll("#next-clusters tr").length === `+strconv.Itoa(to/perCluster)+`
+		    && document.getElementById("h-shards").textContent === "Shards, live fleet"
+		    && `+cells("grid", "ready", from)+` && `+cells("grid", "", from)+`; })()`, pageState)
+	var shown struct {
+		Line, Label, Answer string
+		NextShard           string
+		Above               bool
+	}
+	if err := page.eval(ctx, `({Line: document.getElementById("reshard-line").textContent,
+		Label: document.querySelector("#next-grid .cell").getAttribute("aria-label"),
+		Answer: document.getElementById("answer").textContent,
+		NextShard: (document.querySelector("#answer [data-next-shard]") || {dataset: {}}).dataset.nextShard || "",
+		Above: !!(document.getElementById("reshard").compareDocumentPosition(document.getElementById("clusters")) & Node.DOCUMENT_POSITION_FOLLOWING)})`, &shown); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the panel: %q; a next fleet cell: %q; the lookup: %q", shown.Line, shown.Label, shown.Answer)
+	if !strings.Contains(shown.Line, fmt.Sprintf("/%d new shards ready, since ", to)) {
+		t.Errorf("the reshard's line %q: want N/%d new shards ready, since T", shown.Line, to)
+	}
+	if !strings.HasPrefix(shown.Label, "next fleet shard 0: ") {
+		t.Errorf("a next fleet cell is labelled %q, want it named as the next fleet's", shown.Label)
+	}
+	if !shown.Above {
+		t.Error("the reshard's panel is not above the clusters")
+	}
+	if shown.NextShard != strconv.Itoa(nextShard) {
+		t.Errorf("the lookup during the reshard names next shard %q, want %d: %q", shown.NextShard, nextShard, shown.Answer)
+	}
+	if code, _, err := p.get("/readyz"); err != nil || code != 200 {
+		t.Errorf("/readyz during the reshard: %d %v, want 200", code, err)
+	}
+	for _, args := range [][]string{{"ctl", "-control-socket", sock, "status"}, {"status", "-addr", addr}} {
+		out, code := command(t, nil, args...)
+		if code != 0 || !strings.Contains(out, fmt.Sprintf("RESHARD  %d → %d shards (asked by uid %d (pid ", from, to, os.Getuid())) ||
+			!strings.Contains(out, fmt.Sprintf("NEXT FLEET (shadow, live at the switch): %d shards in %d clusters", to, to/perCluster)) {
+			t.Errorf("%v during the reshard: exit %d, want the reshard's line and the next fleet:\n%s", args, code, out)
+		}
+	}
+	dir := screenshotDir(t)
+	shot := filepath.Join(dir, "status-page-reshard.png")
+	if err := page.screenshot(ctx, shot); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+	phone.until(t, "the reshard's panel on the phone", `!document.getElementById("reshard").hidden && `+cells("next-grid", "", to), pageState)
+	var layout struct{ ScrollWidth, Width int }
+	phone.eval(ctx, `({ScrollWidth: document.documentElement.scrollWidth, Width: window.innerWidth})`, &layout)
+	if layout.ScrollWidth > layout.Width {
+		t.Errorf("on a phone, during a reshard, the page is %d px wide in a %d px screen", layout.ScrollWidth, layout.Width)
+	}
+	shot = filepath.Join(dir, "status-page-reshard-phone-dark.png")
+	if err := phone.screenshot(ctx, shot); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+	t.Logf("both fleets shown and checked %v after ctl reshard (the next fleet held for %v)", time.Since(held).Round(time.Millisecond), hold)
+	fake.SetHelloDelay(0)
+
+	// The switch: the panel goes, the live grid is the 16 new shards.
+	page.until(t, "the switch: no panel, 16 live cells ready", `document.getElementById("reshard").hidden && document.getElementById("h-shards").textContent === "Shards" && `+cells("grid", "ready", to)+
+		` && `+cells("next-grid", "", 0), pageState)
+	p.until(t, "16 shards live and ready", func(s supervisor.Snapshot) bool { return s.ShardCount == to && s.Reshard == nil && s.Ready })
+}
+
 // BenchmarkStatusPage64Shards measures what open status pages cost the
 // supervisor: the real binary (no race detector) with 64 shards in 8
 // clusters on the fake Discord, its CPU time per second of wall time over

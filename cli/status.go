@@ -105,20 +105,44 @@ func getJSON(url string, v any) error {
 }
 
 // WriteStatus writes snap as tables: one line per cluster, then the shards
-// that are not ready (all of them with allShards).
+// that are not ready (all of them with allShards). During a reshard it
+// also writes the reshard's line and, after the live fleet's, the next
+// fleet's clusters (in shadow: they serve nothing until the switch) in
+// the same form, and their shards with allShards.
 func WriteStatus(w io.Writer, snap supervisor.Snapshot, allShards bool) {
 	ready := "NOT READY"
 	if snap.Ready {
 		ready = "READY"
 	}
-	fmt.Fprintf(w, "%s  %s  (%d shards in the bot, %d clusters in the plan)\n\n", ready, snap.Summary(), snap.ShardCount, snap.PlanClusters)
+	fmt.Fprintf(w, "%s  %s  (%d shards in the bot, %d clusters in the plan)\n", ready, snap.Summary(), snap.ShardCount, snap.PlanClusters)
+	r := snap.Reshard
+	if r != nil {
+		fmt.Fprintf(w, "RESHARD  %d → %d shards (%s): %s, %d/%d new shards ready, started %s ago\n",
+			r.From, r.To, r.Reason, r.Phase, r.ShardsReady, r.Shards, fmtDuration(snap.Time.Sub(r.Started)))
+	}
+	fmt.Fprintln(w)
+	shards := writeClusters(w, snap.Time, snap.Clusters, allShards)
+	writeShards(w, snap.Time, "SHARD", shards)
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nNEXT FLEET (shadow, live at the switch): %d shards in %d clusters\n", r.To, len(r.Clusters))
+	shards = writeClusters(w, snap.Time, r.Clusters, allShards)
+	if allShards {
+		writeShards(w, snap.Time, "NEXT SHARD", shards)
+	}
+}
+
+// writeClusters writes one line per cluster and returns the shards that
+// are not ready (all of them with allShards).
+func writeClusters(w io.Writer, now time.Time, clusters []supervisor.ClusterStatus, allShards bool) []wire.ShardStatus {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLUSTER\tSTATE\tPID\tUPTIME\tSHARDS\tREADY\tGUILDS\tLATENCY\tRESTARTS\tLAST EXIT")
 	var notReady []wire.ShardStatus
-	for _, c := range snap.Clusters {
+	for _, c := range clusters {
 		uptime, guilds, lat, n := "-", 0, time.Duration(0), 0
 		if c.PID != 0 {
-			uptime = fmtDuration(snap.Time.Sub(c.StartedAt))
+			uptime = fmtDuration(now.Sub(c.StartedAt))
 		}
 		for _, s := range c.ShardState {
 			guilds += s.Guilds
@@ -139,30 +163,36 @@ func WriteStatus(w io.Writer, snap supervisor.Snapshot, allShards bool) {
 			pid = fmt.Sprint(c.PID)
 		}
 		if c.LastExit != nil {
-			last = fmt.Sprintf("%s (%s) %s ago", c.LastExit.Status, c.LastExit.Reason, fmtDuration(snap.Time.Sub(c.LastExit.At)))
+			last = fmt.Sprintf("%s (%s) %s ago", c.LastExit.Status, c.LastExit.Reason, fmtDuration(now.Sub(c.LastExit.At)))
 		}
 		state := string(c.State)
 		if c.State == supervisor.ClusterBackoff {
-			state += " " + fmtDuration(c.NextStart.Sub(snap.Time))
+			state += " " + fmtDuration(c.NextStart.Sub(now))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%s\n", c.ID, state, pid, uptime,
 			supervisor.FormatRanges(c.Shards), c.ShardsReady(), len(c.Shards), guilds, latency, c.Restarts, last)
 	}
 	tw.Flush()
-	if len(notReady) == 0 {
+	return notReady
+}
+
+// writeShards writes one line per shard, by id, under a header whose first
+// column is first; nothing when there are none.
+func writeShards(w io.Writer, now time.Time, first string, shards []wire.ShardStatus) {
+	if len(shards) == 0 {
 		return
 	}
-	sort.Slice(notReady, func(i, j int) bool { return notReady[i].ID < notReady[j].ID })
+	sort.Slice(shards, func(i, j int) bool { return shards[i].ID < shards[j].ID })
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tSTATE\tFOR\tGUILDS\tLATENCY\tLAST IDENTIFY")
-	for _, s := range notReady {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, first+"\tSTATE\tFOR\tGUILDS\tLATENCY\tLAST IDENTIFY")
+	for _, s := range shards {
 		since, last := "-", "-"
 		if !s.Since.IsZero() {
-			since = fmtDuration(snap.Time.Sub(s.Since))
+			since = fmtDuration(now.Sub(s.Since))
 		}
 		if !s.LastIdentify.IsZero() {
-			last = fmtDuration(snap.Time.Sub(s.LastIdentify)) + " ago"
+			last = fmtDuration(now.Sub(s.LastIdentify)) + " ago"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, since, s.Guilds, s.Latency.Round(time.Millisecond), last)
 	}

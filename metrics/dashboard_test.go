@@ -210,7 +210,7 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	wantRows := []string{"Fleet overview", "Cluster processes", "Gateway shards", "Identify queue and session starts",
-		"Events and interactions", "Fleet calls", "Handoffs", "REST rate limits", "Metrics pipeline"}
+		"Events and interactions", "Fleet calls", "Handoffs", "Reshards", "REST rate limits", "Metrics pipeline"}
 	if !slices.Equal(rows, wantRows) {
 		t.Errorf("rows %q, want %q", rows, wantRows)
 	}
