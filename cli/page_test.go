@@ -278,7 +278,7 @@ func TestReshardPageInBrowser(t *testing.T) {
 
 	// Both fleets on the page: the panel's line, the next fleet's cells
 	// and clusters, and the live fleet's cells, all still ready.
-	line := fmt.Sprintf("Reshard %d → %d shards (asked by uid %d (pid ", from, to, os.Getuid())
+	line := fmt.Sprintf("Reshard %d → %d shards (ctl, uid %d, pid ", from, to, os.Getuid())
 	page.until(t, "the reshard's panel with the next fleet",
 		`(() => { const r = document.getElementById("reshard");
 		  const l = document.getElementById("reshard-line").textContent;
@@ -317,7 +317,7 @@ func TestReshardPageInBrowser(t *testing.T) {
 	}
 	for _, args := range [][]string{{"ctl", "-control-socket", sock, "status"}, {"status", "-addr", addr}} {
 		out, code := command(t, nil, args...)
-		if code != 0 || !strings.Contains(out, fmt.Sprintf("RESHARD  %d → %d shards (asked by uid %d (pid ", from, to, os.Getuid())) ||
+		if code != 0 || !strings.Contains(out, fmt.Sprintf("RESHARD  %d → %d shards (ctl, uid %d, pid ", from, to, os.Getuid())) ||
 			!strings.Contains(out, fmt.Sprintf("NEXT FLEET (shadow, live at the switch): %d shards in %d clusters", to, to/perCluster)) {
 			t.Errorf("%v during the reshard: exit %d, want the reshard's line and the next fleet:\n%s", args, code, out)
 		}

@@ -226,7 +226,7 @@ func (s *Supervisor) control(req ControlRequest, p peer, log *slog.Logger) Contr
 		s.store.Event(Event{Kind: EventControl, ClusterID: -1, Message: "reshard asked by " + who})
 		ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
 		defer cancel()
-		st, err := s.Reshard(ctx, req.Shards, "asked by "+who)
+		st, err := s.Reshard(ctx, req.Shards, fmt.Sprintf("ctl, uid %d, pid %d", p.uid, p.pid))
 		if err != nil {
 			return ControlReply{Error: err.Error()}
 		}
