@@ -191,8 +191,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v *ReportRequest) (int, 
 	return http.StatusBadRequest, fmt.Errorf("body: not a JSON object: %w", err)
 }
 
-// ErrRejected marks a ticket the service refused (or would refuse: a key
-// CheckKey does not accept): the service answers, this request is wrong.
+// ErrRejected marks a ticket the service refused as a bad request (400,
+// 413), or would refuse (a key CheckKey does not accept): the service
+// answers, this request is wrong. Any other answer but 200 (a 404 from a
+// server that does not serve REST limits, say) is an ordinary error: the
+// service is not there.
 var ErrRejected = errors.New("rest limits service refused the request")
 
 // Timeouts and bounds of a Remote.
@@ -267,9 +270,9 @@ func (r *Remote) URL() string { return r.base.Redacted() }
 
 // Ticket asks the service for a ticket for key and returns the wait it
 // gave, counted from its answer. The error wraps ErrRejected when the
-// service answers but refuses the request (or key is not one it takes);
-// any other error means the service did not answer in time, or not as
-// one.
+// service answers but refuses the request as bad (or key is not one it
+// takes); any other error means the service did not answer in time, or
+// not as one.
 func (r *Remote) Ticket(ctx context.Context, key string) (time.Duration, error) {
 	if err := CheckKey(key); err != nil {
 		return 0, fmt.Errorf("rest ticket: key: %w: %w", err, ErrRejected)
@@ -289,7 +292,7 @@ func (r *Remote) Ticket(ctx context.Context, key string) (time.Duration, error) 
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("rest ticket: read the answer: %w", err)
-	case resp.StatusCode/100 == 4:
+	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusRequestEntityTooLarge:
 		return 0, fmt.Errorf("rest ticket: %s: %s: %w", resp.Status, firstLine(b), ErrRejected)
 	case resp.StatusCode != http.StatusOK:
 		return 0, fmt.Errorf("rest ticket: the service answered %s", resp.Status)

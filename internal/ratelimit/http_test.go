@@ -212,8 +212,11 @@ func TestRemoteSlowOrDeadService(t *testing.T) {
 	}
 	old, _ := NewRemote(srv.URL+"/old", nil, nil) // a path the service does not serve: 404
 	defer old.Close()
-	if _, err := old.Ticket(ctx, "GET gateway/bot"); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "404") {
-		t.Errorf("an answer 404: %v, want ErrRejected naming it", err)
+	if _, err := old.Ticket(ctx, "GET gateway/bot"); err == nil || errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "404") {
+		t.Errorf("an answer 404: %v, want an error naming it, not a refusal (no service there)", err)
+	}
+	if _, err := ok.Ticket(ctx, "GET users/@me"); err != nil {
+		t.Errorf("a good key: %v", err)
 	}
 }
 
