@@ -222,6 +222,7 @@ type Remote struct {
 	queue                           chan remoteCall
 	ctx                             context.Context
 	stop                            context.CancelFunc
+	startOnce                       sync.Once // the senders start with the first report
 	wg                              sync.WaitGroup
 	dropped, failed                 atomic.Uint64
 	lastWarn                        atomic.Int64 // unix nanoseconds of the last failed report logged
@@ -235,7 +236,8 @@ type remoteCall struct {
 // NewRemote returns a client of the service at baseURL (http or https,
 // with a host; the paths are appended to its path) that sends with client
 // (nil: one of its own that keeps connections open for many tickets at
-// once). It starts the senders of reports: Close stops them.
+// once). The senders of reports start with the first one; Close stops
+// them.
 func NewRemote(baseURL string, client *http.Client, logger *slog.Logger) (*Remote, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
@@ -258,10 +260,6 @@ func NewRemote(baseURL string, client *http.Client, logger *slog.Logger) (*Remot
 	}
 	r.ticketURL, r.reportURL, r.cancelURL = at(PathTicket), at(PathReport), at(PathCancel)
 	r.ctx, r.stop = context.WithCancel(context.Background())
-	for range remoteSenders {
-		r.wg.Add(1)
-		go func() { defer r.wg.Done(); r.send() }()
-	}
 	return r, nil
 }
 
@@ -336,6 +334,12 @@ func (r *Remote) Cancel(key string) {
 }
 
 func (r *Remote) enqueue(c remoteCall) {
+	r.startOnce.Do(func() {
+		for range remoteSenders {
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); r.send() }()
+		}
+	})
 	if r.ctx.Err() != nil {
 		r.dropped.Add(1)
 		return
@@ -397,6 +401,7 @@ func (r *Remote) post(c remoteCall) error {
 // Ticket still works, Report and Cancel drop.
 func (r *Remote) Close() {
 	r.stop()
+	r.startOnce.Do(func() {}) // none start after
 	r.wg.Wait()
 	r.dropped.Add(uint64(len(r.queue)))
 	for len(r.queue) > 0 {
