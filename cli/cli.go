@@ -121,7 +121,7 @@ Usage:
   shardvisor [run] [flags]      the supervisor: plans clusters, starts and restarts them
   shardvisor cluster [flags]    one cluster (started by run; or alone, identity from the environment)
   shardvisor demo               everything against a built-in fake Discord: no token needed
-  shardvisor identify-queue     only an identify queue, shared by supervisors on several machines
+  shardvisor identify-queue     an identify queue and the REST limits, shared by supervisors on several machines
   shardvisor status [-addr A]   the supervisor's status as a table
   shardvisor guild ID           which shard and cluster has a guild, and what it knows of it
   shardvisor healthcheck        exit 0 only when the supervisor is ready

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shardvisor/shardvisor/internal/buildinfo"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/secret"
 	"github.com/shardvisor/shardvisor/metrics"
 	"github.com/shardvisor/shardvisor/supervisor"
@@ -31,6 +32,7 @@ type supervisorCfg struct {
 	autoShards bool
 	clustersBy string // the flag that splits the shards: -shards-per-cluster or -clusters
 	remote     *identify.Remote
+	restRemote *ratelimit.Remote // -rest-limits-url
 	reapAlways bool
 	reapAuto   bool
 	token      secret.Token
@@ -110,6 +112,14 @@ func supervisorConfig(args []string, env runEnv) (*supervisorCfg, error) {
 		}
 		if cfg.remote, err = identify.NewRemote(f.queueURL, nil, cfg.log.With("component", "identify")); err != nil {
 			return nil, configError(fmt.Errorf("-identify-queue-url: %w", err))
+		}
+	}
+	if f.restLimitsURL != "" {
+		if !f.restShared {
+			return nil, configError(errors.New("-rest-limits-url and -rest-shared-limits=false both set: the supervisor takes its clusters' tickets from the service (and falls back on its own limits) only with -rest-shared-limits, the default"))
+		}
+		if cfg.restRemote, err = ratelimit.NewRemote(f.restLimitsURL, nil, cfg.log.With("component", "rest")); err != nil {
+			return nil, configError(fmt.Errorf("-rest-limits-url: %w", err))
 		}
 	}
 	cfg.autoShards = f.shards == "auto"

@@ -59,6 +59,11 @@ func TestSupervisorConfig(t *testing.T) {
 		{[]string{"-api-url", "http://127.0.0.1:0"}, "-api-url"},
 		{[]string{"-api-url", "discord.com"}, "-api-url"},
 		{[]string{"-identify-queue-url", "nope"}, "-identify-queue-url"},
+		{[]string{"-rest-limits-url", "nope"}, "-rest-limits-url"},
+		{[]string{"-rest-limits-url", "ftp://queue:9852"}, "-rest-limits-url"},
+		{[]string{"-rest-limits-url", "http://queue:9852", "-rest-shared-limits=false"}, "-rest-limits-url and -rest-shared-limits=false both set"},
+		{[]string{"-rest-limits-url", "http://queue:9852"}, ""},
+		{[]string{"-rest-limits-url", "https://queue.internal/limits"}, ""},
 		{[]string{"-shards", "8", "-session-dir", "config_test.go"}, "-session-dir \"config_test.go\": not a directory"},
 		{[]string{"-shards", "8", "-session-dir", "testdata-none/sessions"}, ""}, // made at build
 		{[]string{"-shards", "8", "-session-resume-window", "0"}, "-session-resume-window"},

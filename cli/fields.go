@@ -34,6 +34,10 @@ func flagFor(f string) string {
 		return "-shutdown-timeout"
 	case "Config.ChildWatchdog":
 		return "-child-watchdog"
+	case "Config.REST":
+		return "-rest-shared-limits"
+	case "Config.RemoteREST":
+		return "-rest-limits-url"
 	case cluster.FieldIntents:
 		return "-intents"
 	case cluster.FieldCache:

@@ -19,14 +19,17 @@ import (
 	"github.com/shardvisor/shardvisor/internal/apiurl"
 	"github.com/shardvisor/shardvisor/internal/discordapi"
 	"github.com/shardvisor/shardvisor/internal/identify"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 )
 
 // DefaultQueueAddr is where `shardvisor identify-queue` listens by default.
 const DefaultQueueAddr = "127.0.0.1:9852"
 
-// runIdentifyQueue serves only an identify queue, for supervisors on several
-// machines (-identify-queue-url): GET /?shard=N (twilight's gateway-queue
-// protocol), plus /metrics, /healthz and /readyz.
+// runIdentifyQueue serves an identify queue and the bot's REST limits, for
+// supervisors on several machines: GET /?shard=N (twilight's gateway-queue
+// protocol; -identify-queue-url), POST /rest/ticket, /rest/report and
+// /rest/cancel (internal/ratelimit's http.go; -rest-limits-url), plus
+// /metrics, /healthz and /readyz.
 func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 	fs := flag.NewFlagSet("identify-queue", flag.ContinueOnError)
 	var (
@@ -36,6 +39,7 @@ func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 		apiURL  string
 		slack   time.Duration
 		tokFile string
+		global  int
 	)
 	lf.register(fs)
 	qf.register(fs)
@@ -43,6 +47,7 @@ func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 	registerTokenFile(fs, &tokFile)
 	fs.StringVar(&listen, "listen", DefaultQueueAddr, "address to serve the queue, /metrics and /healthz on")
 	fs.DurationVar(&slack, "slack", 0, "time a caller may take to reach Discord after its grant (dial, TLS, HELLO); 0: 1s")
+	fs.IntVar(&global, "rest-global-limit", ratelimit.DefaultGlobal, "the bot's global REST limit, requests per second, held for the supervisors that take their tickets here (-rest-limits-url)")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -59,6 +64,9 @@ func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 	}
 	if slack < 0 {
 		return configError(fmt.Errorf("-slack: %v, must not be negative", slack))
+	}
+	if global <= 0 {
+		return configError(errors.New("-rest-global-limit: must be positive"))
 	}
 	if err := checkAddr("-listen", listen); err != nil {
 		return err
@@ -88,14 +96,20 @@ func runIdentifyQueue(args []string, stderr io.Writer, getenv lookupEnv) error {
 	if api == nil {
 		log.Warn("no token: the queue paces IDENTIFYs but cannot ask Discord for the session start limit, so it counts no session starts")
 	}
+	rest, err := ratelimit.New(ratelimit.Config{Global: global, Logger: log.With("component", "rest")}, reg)
+	if err != nil {
+		return configError(fmt.Errorf("-rest-global-limit: %w", err))
+	}
 	ln, err := listenOn("-listen", listen)
 	if err != nil {
 		return err
 	}
 	mux := healthMux(reg)
 	mux.Handle("/", identify.Handler(q, cmp.Or(slack, identify.DefaultSlack), log))
+	mux.Handle("/rest/", ratelimit.Handler(rest, log.With("component", "rest")))
 
-	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", q.Config().MaxConcurrency, "identify_interval", qf.identifyInterval, "slack", cmp.Or(slack, identify.DefaultSlack))
+	log.Info("identify queue serving", "listen", ln.Addr().String(), "max_concurrency", q.Config().MaxConcurrency, "identify_interval", qf.identifyInterval, "slack", cmp.Or(slack, identify.DefaultSlack),
+		"rest_global_limit", global)
 
 	var g run.Group
 	server{ln, mux}.add(&g, log)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/discordtest"
+	"github.com/shardvisor/shardvisor/internal/ratelimit"
 )
 
 // TestTwoSupervisorsShareOneQueue runs one bot on two "machines": each
@@ -31,6 +33,10 @@ func TestTwoSupervisorsShareOneQueue(t *testing.T) {
 		if len(s.Clusters) != 2 {
 			t.Fatalf("a share of 2 runs %d clusters", len(s.Clusters))
 		}
+	}
+	// The supervisor serving the queue serves its REST limits there too.
+	if code, body := postREST(t, queueAddr, `{"key":"GET users/@me"}`); code != http.StatusOK || !strings.Contains(body, "wait_ns") {
+		t.Errorf("POST /rest/ticket on -identify-queue-listen = %d %q", code, body)
 	}
 	if ids := [2]int{a.until(t, "", ready).Clusters[0].ID, b.until(t, "", ready).Clusters[0].ID}; ids != [2]int{0, 2} {
 		t.Errorf("shares start at clusters %v, want 0 and 2", ids)
@@ -81,11 +87,18 @@ func TestIdentifyQueueMode(t *testing.T) {
 	if code, body := get("/?shard=x"); code != http.StatusBadRequest || !strings.Contains(body, "shard") {
 		t.Errorf("GET /?shard=x = %d %q", code, body)
 	}
+	if code, body := postREST(t, addr, `{"key":"GET users/@me"}`); code != http.StatusOK || body != `{"wait_ns":0}`+"\n" {
+		t.Errorf("POST /rest/ticket = %d %q", code, body)
+	}
+	if code, body := postREST(t, addr, `{"key":"GET /api/v10/users/@me"}`); code != http.StatusBadRequest || !strings.Contains(body, `"key"`) {
+		t.Errorf("POST /rest/ticket with a path for a key = %d %q", code, body)
+	}
 	if out, code := command(t, nil, "healthcheck", "-addr", addr); code != 0 {
 		t.Errorf("healthcheck of the queue: %d %s", code, out)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "shardvisor_identify_grants_total 1") {
-		t.Errorf("/metrics = %d, grants not counted", code)
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "shardvisor_identify_grants_total 1") ||
+		!strings.Contains(body, "shardvisor_rest_tickets_in_flight 1") || !strings.Contains(body, "shardvisor_rest_global_limit 50") {
+		t.Errorf("/metrics = %d, grants or REST tickets not counted", code)
 	}
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
@@ -94,4 +107,19 @@ func TestIdentifyQueueMode(t *testing.T) {
 	if out, code := command(t, []string{"DISCORD_TOKEN="}, "identify-queue", "-listen", freeAddr(t)); code != 78 || !strings.Contains(out, "DISCORD_TOKEN") {
 		t.Errorf("without a token or -max-concurrency: exit %d %s", code, out)
 	}
+}
+
+// postREST posts body to the REST limits service's ticket path at addr.
+func postREST(t *testing.T, addr, body string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+ratelimit.PathTicket, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", ratelimit.PathTicket, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -68,3 +68,82 @@ func BenchmarkRESTLimits(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRESTLimitsAcrossSupervisors is BenchmarkRESTLimits for a bot
+// on two "machines": an identify-queue service and two supervisors, each
+// running 4 of the 8 clusters of 2 shards with the queue's identify pacing,
+// all flooding for 30 s against the same fake limits. "service": both take
+// their tickets from the service (-rest-limits-url); "per-supervisor":
+// each holds its own limits, as before the service held them, and each
+// believes it owns the whole global limit.
+func BenchmarkRESTLimitsAcrossSupervisors(b *testing.B) {
+	const global, load = 50, 30 * time.Second
+	for _, mode := range []struct {
+		name    string
+		service bool
+	}{{"service", true}, {"per-supervisor", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var ok, limited int
+			var took time.Duration
+			for range b.N {
+				fake, err := discordtest.NewServer(discordtest.Options{Guilds: 16, Shards: 16, RESTRateLimit: global,
+					MaxConcurrency: 16, IdentifyInterval: 50 * time.Millisecond, IdentifyTolerance: tolerance,
+					RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}},
+					Logger:      slog.New(slog.DiscardHandler)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := filepath.Join(b.TempDir(), "start")
+				queue := freeAddr(b)
+				var cmds []*exec.Cmd
+				run := func(env []string, args ...string) {
+					cmd := exec.Command(os.Args[0], args...)
+					cmd.Env = append(append(os.Environ(), "SHARDVISOR_TEST_MAIN=1"), env...)
+					cmd.Stderr = os.Stderr
+					if err := cmd.Start(); err != nil {
+						b.Fatal(err)
+					}
+					cmds = append(cmds, cmd)
+				}
+				run([]string{"DISCORD_TOKEN="}, "identify-queue", "-listen", queue, "-max-concurrency", "16",
+					"-identify-interval", "50ms", "-rest-global-limit", "50", "-log-level", "error")
+				var addrs []string
+				for _, ids := range []string{"0-3", "4-7"} {
+					addr := freeAddr(b)
+					addrs = append(addrs, addr)
+					args := []string{"run", "-api-url", fake.URL(), "-shards", "16", "-clusters", "8", "-cluster-ids", ids,
+						"-identify-interval", "50ms", "-metrics-addr", addr, "-log-level", "error", "-identify-queue-url", "http://" + queue}
+					if mode.service {
+						args = append(args, "-rest-limits-url", "http://"+queue)
+					}
+					run([]string{"DISCORD_TOKEN=" + fake.Token(), "SHARDVISOR_TEST_REST_FLOOD=1150000000000000777 " + start}, args...)
+				}
+				for _, addr := range addrs {
+					pollStatus(b, addr, 20*time.Millisecond, func(s supervisor.Snapshot) bool { return s.Ready })
+				}
+				r0 := restCounts(fake.Record())
+				began := time.Now()
+				os.WriteFile(start, nil, 0o600)
+				time.Sleep(load) // the load's length: a benchmark's measure, not a wait for an event
+				r1 := restCounts(fake.Record())
+				took += time.Since(began)
+				ok += r1.ok - r0.ok
+				limited += r1.limited - r0.limited
+				if mode.service {
+					for _, rl := range fake.Record().RateLimited {
+						b.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
+					}
+				}
+				for i := len(cmds) - 1; i >= 0; i-- { // the supervisors, then the service
+					cmds[i].Process.Signal(syscall.SIGTERM)
+					cmds[i].Wait()
+				}
+				fake.Close()
+			}
+			rate := float64(ok) / took.Seconds()
+			b.ReportMetric(rate, "ok/s")
+			b.ReportMetric(rate/global, "ok/global")
+			b.ReportMetric(float64(limited)/float64(b.N), "429s/op")
+		})
+	}
+}

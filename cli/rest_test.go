@@ -145,3 +145,99 @@ func TestRESTLimitsShared(t *testing.T) {
 		t.Error("a panic in the logs")
 	}
 }
+
+// TestRESTLimitsAcrossSupervisors runs one bot on two "machines": an
+// identify-queue service that holds the identify queue and the REST limits,
+// and two supervisors that each run half the clusters and take both from
+// it (-identify-queue-url, -rest-limits-url), every shard flooding as in
+// TestRESTLimitsShared. Across both, the fake answers (almost) no 429 and
+// the bot gets close to the global limit, not twice it. With the service
+// killed, the supervisors go on under their own limits, and count it.
+func TestRESTLimitsAcrossSupervisors(t *testing.T) {
+	const global = 50
+	fake := newFake(t, discordtest.Options{Guilds: 16, Shards: 8, MaxConcurrency: 2, RESTRateLimit: global,
+		RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}}})
+	queueAddr := freeAddr(t)
+	service := shardvisor(t, []string{"DISCORD_TOKEN="}, "identify-queue", "-listen", queueAddr, "-max-concurrency", "2",
+		"-identify-interval", interval.String(), "-rest-global-limit", "50", "-log-level", "debug")
+	service.addr = queueAddr
+	start := filepath.Join(t.TempDir(), "start")
+	env := []string{"DISCORD_TOKEN=" + secretToken, "SHARDVISOR_TEST_REST_FLOOD=1150000000000000777 " + start}
+	var sups []*proc
+	for _, ids := range []string{"0,1", "2,3"} {
+		sups = append(sups, shardvisor(t, env, append([]string{"run", "-shards", "8", "-clusters", "4", "-cluster-ids", ids,
+			"-identify-queue-url", "http://" + queueAddr, "-rest-limits-url", "http://" + queueAddr}, fastFlags(fake, freeAddr(t))...)...))
+	}
+	for _, p := range sups {
+		p.until(t, "ready", ready)
+	}
+	if err := os.WriteFile(start, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Under the service's limits: one global limit for both.
+	r0, t0 := restCounts(fake.Record()), time.Now()
+	var r1 restLoad
+	harness.Poll(t, "150 requests answered", 20*time.Millisecond, func() (bool, error) {
+		r1 = restCounts(fake.Record())
+		return r1.ok-r0.ok >= 150, nil
+	})
+	took := time.Since(t0)
+	rate := float64(r1.ok-r0.ok) / took.Seconds()
+	t.Logf("the service's limits: %d requests in %v: %.1f/s of the global %d/s; %d 429s (%d before)", r1.ok-r0.ok, took.Round(time.Millisecond), rate, global, r1.limited, r0.limited)
+	// As in TestRESTLimitsShared: a stall under the race detector lets a
+	// handful through at once now and then. Two supervisors each holding
+	// the whole limit would answer about as many 429s as requests here;
+	// BenchmarkRESTLimitsAcrossSupervisors measures both.
+	if n := r1.limited - r0.limited; n > (r1.ok-r0.ok)/20 {
+		t.Errorf("%d 429s under the service's limits, more than 5%% of the requests", n)
+		for _, rl := range fake.Record().RateLimited {
+			t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
+		}
+	}
+	if rate > global*1.1 {
+		t.Errorf("%.1f requests a second: more than the global limit", rate)
+	}
+	if rate < global*0.6 {
+		t.Errorf("%.1f requests a second: far below the global limit of %d", rate, global)
+	}
+	if got := metricSum(t, service, "shardvisor_rest_requests_total", `class="2xx"`); got == 0 {
+		t.Error("the service learned of no answer: no report reached it")
+	}
+	for i, p := range sups {
+		if got := metricSum(t, p, "shardvisor_rest_tickets_total", `ticket="granted"`); got == 0 {
+			t.Errorf("supervisor %d: no request took a ticket", i)
+		}
+		t.Logf("supervisor %d: %v fallbacks while the service ran", i, metricSum(t, p, "shardvisor_rest_remote_fallbacks_total", ""))
+	}
+
+	// The service is gone: the supervisors grant from their own limits.
+	service.signal(t, syscall.SIGKILL)
+	service.wait(t)
+	killed := time.Now()
+	s0 := restCounts(fake.Record())
+	harness.Poll(t, "requests after the service died", 10*time.Millisecond, func() (bool, error) {
+		return restCounts(fake.Record()).ok-s0.ok >= 50, nil
+	})
+	t.Logf("service killed: 50 requests answered within %v", time.Since(killed).Round(time.Millisecond))
+	for i, p := range sups {
+		harness.Poll(t, "a fallback counted", 50*time.Millisecond, func() (bool, error) {
+			return metricSum(t, p, "shardvisor_rest_remote_fallbacks_total", "") > 0, nil
+		})
+		if !p.out.WaitFor("REST limits service unreachable", patience) {
+			t.Errorf("supervisor %d did not log the fallback", i)
+		}
+	}
+	for _, p := range sups {
+		p.signal(t, syscall.SIGTERM)
+	}
+	for i, p := range sups {
+		if code := p.wait(t); code != 0 {
+			t.Errorf("supervisor %d: exit %d after SIGTERM", i, code)
+		}
+		noLeak(t, "the logs", p.out.String())
+		if strings.Contains(p.out.String(), "panic") {
+			t.Errorf("supervisor %d: a panic in the logs", i)
+		}
+	}
+}

@@ -51,6 +51,7 @@ type runFlags struct {
 	sessionWindow   time.Duration
 	restShared      bool
 	restGlobal      int
+	restLimitsURL   string
 	autoReshard     bool
 	metricsAddr     string
 	scrapeTimeout   time.Duration
@@ -92,6 +93,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.restShared, "rest-shared-limits", true, "the supervisor holds the bot's REST rate limits (the global limit, every bucket, the invalid-request count) for every cluster, which asks it for a ticket before each request; false: each cluster limits only its own requests")
 	fs.BoolVar(&f.autoReshard, "auto-reshard", false, "reshard while the bot stays online when Discord recommends more shards than run (checked at start and hourly) or closes a shard with 4011 (sharding required), instead of exiting 78; the new shards start beside the old ones and take over once ready (also: shardvisor ctl reshard)")
 	fs.IntVar(&f.restGlobal, "rest-global-limit", 50, "the bot's global REST limit, requests per second (Discord's default; larger bots are granted more)")
+	fs.StringVar(&f.restLimitsURL, "rest-limits-url", "", "take the clusters' REST tickets from the REST limits service at this URL (shardvisor identify-queue serves one), shared by the supervisors on several machines; while it does not answer, this supervisor's own limits (-rest-global-limit); needs -rest-shared-limits")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz, /readyz and /status; empty: none")
 	fs.DurationVar(&f.scrapeTimeout, "scrape-timeout", 3*time.Second, "how long a scrape waits for the clusters' metrics; a slower cluster is left out of it")
 	fs.DurationVar(&f.scrapeReuse, "scrape-reuse", 500*time.Millisecond, "a scrape of /metrics that comes this soon after an identical one began gets that one's answer instead of asking the clusters again; at most 1s, below the shortest scrape interval; 0: never")
@@ -150,6 +152,9 @@ func runSupervisorMode(args []string, bot *cluster.Bot, env runEnv) error {
 	err = runSupervisor(ctx, c, sigs, cfg.log)
 	if cfg.remote != nil {
 		cfg.remote.Wait() // identify reports still on their way to the queue
+	}
+	if cfg.restRemote != nil {
+		cfg.restRemote.Close()
 	}
 	return err
 }
@@ -302,11 +307,18 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	if err != nil {
 		return nil, err
 	}
-	var rest *ratelimit.Limiter
+	var (
+		rest       *ratelimit.Limiter
+		restRemote supervisor.RemoteREST
+	)
 	if f.restShared {
 		if rest, err = ratelimit.New(ratelimit.Config{Global: f.restGlobal, Logger: log.With("component", "rest")}, reg); err != nil {
 			return nil, configError(fmt.Errorf("-rest-global-limit: %w", err))
 		}
+	}
+	if cfg.restRemote != nil {
+		cfg.restRemote.RegisterMetrics(reg)
+		restRemote = cfg.restRemote
 	}
 	sessions := st.sessions
 	c.sup, err = supervisor.New(supervisor.Config{
@@ -319,6 +331,7 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		ResumeAfterCrash: f.resumeCrash,
 		Sessions:         sessions,
 		REST:             rest,
+		RemoteREST:       restRemote,
 		Token:            cfg.token,
 		Queue:            acquirer,
 		BudgetFactor:     factor,
@@ -365,7 +378,14 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 		if err != nil {
 			return nil, err
 		}
-		c.servers = append(c.servers, server{ln, identify.Handler(c.queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))})
+		var h http.Handler = identify.Handler(c.queue, cmp.Or(f.queueSlack, identify.DefaultSlack), log.With("component", "identify"))
+		if rest != nil && restRemote == nil { // the supervisor that serves the queue holds the REST limits for the others too
+			mux := http.NewServeMux()
+			mux.Handle("/", h)
+			mux.Handle("/rest/", ratelimit.Handler(rest, log.With("component", "rest")))
+			h = mux
+		}
+		c.servers = append(c.servers, server{ln, h})
 	}
 	if path := controlSocketPath(f.controlSocket, env.getenv); path != "" {
 		if c.control, err = supervisor.ListenControl(path); err != nil {
@@ -375,12 +395,23 @@ func (cfg *supervisorCfg) build(st startup, env runEnv) (_ *components, err erro
 	plan := st.plan
 	log.Info("supervisor starting", "shards", plan.ShardCount, "clusters", len(plan.Clusters), "of", plan.Total,
 		"max_concurrency", st.maxConc, "identify_interval", f.bot.identifyInterval, "metrics_addr", f.metricsAddr,
-		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen,
+		"identify_queue", cmp.Or(f.queueURL, "local"), "identify_queue_listen", f.queueListen, "rest_limits", restLimitsWhere(f, cfg.restRemote),
 		"control_socket", controlPath(c.control))
 	if env.started != nil {
 		env.started(c.sup, addr)
 	}
 	return c, nil
+}
+
+// restLimitsWhere says for the log who holds the clusters' REST limits.
+func restLimitsWhere(f *runFlags, remote *ratelimit.Remote) string {
+	switch {
+	case !f.restShared:
+		return "per cluster"
+	case remote != nil:
+		return remote.URL()
+	}
+	return "local"
 }
 
 // controlPath is the control socket's path for the log, "" for none.

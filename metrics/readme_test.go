@@ -73,6 +73,32 @@ func exporters(t *testing.T) []struct {
 				t.Fatal(err)
 			}
 		}},
+		// A supervisor that takes its tickets from a REST limits service
+		// (-rest-limits-url), and its client of the service.
+		{"rest limits service", func(reg prom.Registerer) {
+			plan, err := supervisor.NewPlan(supervisor.PlanConfig{Shards: 2, Clusters: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			local, err := ratelimit.New(ratelimit.Config{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			remote, err := ratelimit.NewRemote("http://127.0.0.1:9852", nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(remote.Close)
+			sup, err := supervisor.New(supervisor.Config{Plan: plan, Launcher: &supervisor.ExecLauncher{},
+				Policy:          supervisor.RestartPolicy{Delay: time.Second, MaxDelay: time.Minute, Stable: time.Minute},
+				ShutdownTimeout: time.Second, ChildWatchdog: time.Second, Token: tok,
+				Queue: queue(prom.NewRegistry()), REST: local, RemoteREST: remote}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sup.RegisterMetrics(reg)
+			remote.RegisterMetrics(reg)
+		}},
 		{"shared scrapes", func(reg prom.Registerer) {
 			metrics.ShareResponses(http.NotFoundHandler(), time.Second, reg)
 		}},

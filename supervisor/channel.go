@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/shardvisor/shardvisor/internal/identify"
-	"github.com/shardvisor/shardvisor/internal/ratelimit"
 	"github.com/shardvisor/shardvisor/internal/wire"
 )
 
@@ -78,8 +77,14 @@ type channel struct {
 
 	fleet chanFleet // fleet calls made and answered (fleet.go)
 
-	rest     *ratelimit.Limiter // the bot's REST limits, if the child takes tickets (rest.go)
-	restOpen int                // its tickets not yet reported
+	rest     *restLimits // the bot's REST limits, if the child takes tickets (rest.go)
+	restOpen int         // its tickets not yet reported
+	// With a remote service: who holds each unreported ticket, per key,
+	// oldest first, and how many there are; restSem bounds the tickets
+	// asked of the service at once.
+	restFrom map[string][]*restTicketState
+	restHeld int
+	restSem  chan struct{}
 
 	checkpoints bool                // the child was asked to report its sessions
 	sessions    []wire.HandoffShard // its last report (crashresume.go): secret
@@ -97,8 +102,9 @@ func newChannel(c Cluster, nc net.Conn, q identify.Acquirer, store *Store, logge
 		readDone: make(chan struct{}),
 		helloed:  make(chan struct{}), allReady: make(chan struct{}), handedEnd: make(chan *wire.HandoffEnd, 1),
 		leases: map[uint64]identify.Lease{}, metrics: map[uint64]chan []byte{},
-		rate:  floodRate + 4*float64(len(c.Shards)),
-		burst: floodBurst + 8*float64(len(c.Shards)),
+		restSem: make(chan struct{}, restRemoteInFlight),
+		rate:    floodRate + 4*float64(len(c.Shards)),
+		burst:   floodBurst + 8*float64(len(c.Shards)),
 	}
 	ch.tokens, ch.tokenTime = ch.burst, time.Now()
 	for _, id := range c.Shards {

@@ -44,9 +44,9 @@ func (r *runner) launch(cause string) (*generation, error) {
 	ch := newChannel(r.cluster, proc.Channel(), r.sup.cfg.Queue, r.sup.store, r.log)
 	ch.set, ch.shadow = r.ro.set, r.ro.shadow.Load()
 	ch.fleet.router = r.sup.fleet
-	ch.rest = r.sup.cfg.REST
+	ch.rest = r.sup.rest
 	ch.start(&wire.Welcome{Token: r.sup.cfg.Token, Handoff: cause != "", HandoffCause: cause, Checkpoint: r.sup.cfg.ResumeAfterCrash,
-		RESTTickets: r.sup.cfg.REST != nil, Shadow: ch.shadow})
+		RESTTickets: r.sup.rest != nil, Shadow: ch.shadow})
 	g := &generation{proc: proc, ch: ch, exited: make(chan Exit, 1), pid: proc.PID(), started: started}
 	go func() { g.exited <- proc.Wait() }()
 	return g, nil

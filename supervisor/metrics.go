@@ -99,6 +99,9 @@ func (s *Supervisor) RegisterMetrics(reg prometheus.Registerer) {
 	if s.sessions != nil {
 		reg.MustRegister(s.sessions.outcomes)
 	}
+	if s.rest != nil && s.rest.remote != nil {
+		reg.MustRegister(s.rest.fallbacks)
+	}
 }
 
 // pids returns the pid of every cluster whose process runs, by cluster id.

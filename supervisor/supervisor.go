@@ -44,6 +44,11 @@ type Config struct {
 	// REST, if set, holds the bot's REST limits for every cluster: each
 	// asks it for a ticket before each request (rest.go).
 	REST *ratelimit.Limiter
+	// RemoteREST, if set, is the REST limits service the supervisors on
+	// several machines share: tickets are asked of it instead of REST,
+	// which grants them only while the service fails (rest.go). It needs
+	// REST.
+	RemoteREST RemoteREST
 	// Sessions, if set, is the session dir (-session-dir): a stop keeps
 	// every shard's session and cache there, and a start resumes them
 	// (sessiondir.go).
@@ -91,6 +96,8 @@ func (c *Config) validate() error {
 		return field.New("Config.ShutdownTimeout", fmt.Sprintf("%v, must be positive", c.ShutdownTimeout))
 	case c.ChildWatchdog <= 0:
 		return field.New("Config.ChildWatchdog", fmt.Sprintf("%v, must be positive", c.ChildWatchdog))
+	case c.RemoteREST != nil && c.REST == nil:
+		return field.New("Config.RemoteREST", "set without Config.REST, the limits it falls back on", "Config.REST")
 	}
 	return c.Policy.Validate()
 }
@@ -128,6 +135,7 @@ type Supervisor struct {
 	store    *Store
 	fleet    *fleetRouter
 	sessions *sessionRecords // nil without a session dir
+	rest     *restLimits     // nil without REST tickets (rest.go)
 
 	liveRoster atomic.Pointer[roster] // the fleet that serves the bot (roster.go)
 	rosterMu   sync.Mutex
@@ -161,6 +169,7 @@ func New(cfg Config, logger *slog.Logger) (*Supervisor, error) {
 	s.liveRoster.Store(live)
 	s.rosters = []*roster{live}
 	s.fleet = newFleetRouter(s)
+	s.rest = newRESTLimits(cfg.REST, cfg.RemoteREST, logger.With("component", "rest"))
 	if cfg.Sessions != nil {
 		s.sessions = newSessionRecords(cfg.Sessions)
 	}

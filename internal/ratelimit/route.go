@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -253,4 +255,42 @@ func Route(key string) string {
 func OutsideGlobal(key string) bool {
 	_, path, _ := strings.Cut(key, " ")
 	return majorSegments(path) == 3
+}
+
+// MaxKey bounds the length of a key CheckKey accepts: a method and a
+// path with its major parameter (a webhook's digest is the longest, and
+// Discord's longest routes stay under 150 bytes).
+const MaxKey = 512
+
+// CheckKey returns an error unless key is one RouteKey returns: at most
+// MaxKey bytes, an upper-case method, a space, and a path that RouteKey
+// keeps as it is (no query, no slash at either end, no byte below '!',
+// every id but the major parameter replaced, a digest where a webhook's
+// or an interaction's token was). A key with a token in it is refused.
+// The error never quotes the key.
+func CheckKey(key string) error {
+	if key == "" {
+		return errors.New("empty")
+	}
+	if len(key) > MaxKey {
+		return fmt.Errorf("%d bytes, more than %d", len(key), MaxKey)
+	}
+	method, path, ok := strings.Cut(key, " ")
+	if !ok || method == "" || len(method) > 16 {
+		return errors.New("not a method, a space and a path")
+	}
+	for i := 0; i < len(method); i++ {
+		if c := method[i]; c < 'A' || c > 'Z' {
+			return errors.New("the method is not in upper-case letters")
+		}
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("byte %#x in the path", c)
+		}
+	}
+	if RouteKey(method, path) != key {
+		return errors.New("not a route key: RouteKey would change it (a query, an id or a token left in, a slash at an end)")
+	}
+	return nil
 }

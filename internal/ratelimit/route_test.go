@@ -119,6 +119,27 @@ func TestRouteKey(t *testing.T) {
 		if again := RouteKey(tc.method, key[len(tc.method)+1:]); again != key {
 			t.Errorf("RouteKey of its own key %q = %q", key, again)
 		}
+		if err := CheckKey(key); err != nil {
+			t.Errorf("CheckKey(%q): %v", key, err)
+		}
+	}
+}
+
+// TestCheckKeyRefuses what RouteKey does not make: the REST limits
+// service takes keys from other machines, and a raw token must not pass.
+func TestCheckKeyRefuses(t *testing.T) {
+	for _, key := range []string{
+		"", "GET", "GETgateway/bot", " gateway/bot", "get gateway/bot", "G3T gateway/bot",
+		"GET /gateway/bot", "GET gateway/bot/", "GET gateway/bot?x=1", "GET api/v10/gateway/bot",
+		"POST channels/1/messages/2", "POST webhooks/1/raw-token", "POST interactions/1/raw-token/callback",
+		"GET gate way", "GET gate\x00way", "GET " + strings.Repeat("a", MaxKey),
+		"PUT channels/1/messages/:id/reactions/%F0%9F%91%8D/@me",
+	} {
+		if err := CheckKey(key); err == nil {
+			t.Errorf("CheckKey(%q) accepted", key)
+		} else if strings.Contains(err.Error(), "raw-token") {
+			t.Errorf("CheckKey(%q): %v quotes the key", key, err)
+		}
 	}
 }
 
