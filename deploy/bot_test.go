@@ -192,6 +192,9 @@ func startLiveBot(t *testing.T, bins harness.Binaries, shards int, queue *member
 		if queueURL != "" || m.flag("identify-queue-url") != "" {
 			m = m.setFlag("identify-queue-url", queueURL)
 		}
+		if m.flag("rest-limits-url") != "" { // the queue holds the REST limits too
+			m = m.setFlag("rest-limits-url", queueURL)
+		}
 		m = m.setFlag("metrics-addr", b.addrs[m.name])
 		b.start(t, bins.Shardvisor, m)
 		b.members = append(b.members, m)
