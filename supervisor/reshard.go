@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,8 +164,11 @@ func (s *Supervisor) reshard(ctx context.Context, shards, atLeast int, reason st
 		return ReshardStatus{}, fmt.Errorf("reshard to %d shards: %w", to, err)
 	}
 	if s.cfg.CheckPlan != nil {
-		if err := s.cfg.CheckPlan(plan); err != nil {
-			return ReshardStatus{}, fmt.Errorf("reshard to %d shards: %w", to, err)
+		// Until the switch both fleets run: this machine must hold both.
+		both := plan
+		both.Clusters = append(slices.Clone(live.plan.Clusters), plan.Clusters...)
+		if err := s.cfg.CheckPlan(both); err != nil {
+			return ReshardStatus{}, fmt.Errorf("reshard to %d shards (both fleets run until the switch): %w", to, err)
 		}
 	}
 	if err := budgetCovers(gb.Budget, to); err != nil {
