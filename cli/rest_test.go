@@ -66,6 +66,40 @@ func restCounts(r discordtest.Record) restLoad {
 	return l
 }
 
+// checkRESTFlood waits for 150 answers to the flood under limits (what
+// holds them, for the messages) and checks that the fake answered at most
+// a handful of 429s at a rate close to the global limit.
+func checkRESTFlood(t *testing.T, fake *discordtest.Server, limits string, global int) {
+	t.Helper()
+	r0, t0 := restCounts(fake.Record()), time.Now()
+	var r1 restLoad
+	harness.Poll(t, "150 requests answered", 20*time.Millisecond, func() (bool, error) {
+		r1 = restCounts(fake.Record())
+		return r1.ok-r0.ok >= 150, nil
+	})
+	took := time.Since(t0)
+	rate := float64(r1.ok-r0.ok) / took.Seconds()
+	t.Logf("%s: %d requests in %v: %.1f/s of the global %d/s; %d 429s (%d before)", limits, r1.ok-r0.ok, took.Round(time.Millisecond), rate, global, r1.limited, r0.limited)
+	// A 429 needs the way from grant to Discord (or the fake's own
+	// handling) to stretch by more than the limiter's 30 ms margin; on a
+	// busy 2-core machine with the race detector a stall does that now and
+	// then, and one stall lets a handful through at once. Per-cluster
+	// limits would answer about 200 here; BenchmarkRESTLimits measures the
+	// 0 unloaded.
+	if n := r1.limited - r0.limited; n > (r1.ok-r0.ok)/20 {
+		t.Errorf("%d 429s under %s, more than 5%% of the requests", n, limits)
+		for _, rl := range fake.Record().RateLimited {
+			t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
+		}
+	}
+	if rate > float64(global)*1.1 {
+		t.Errorf("%.1f requests a second: more than the global limit", rate)
+	}
+	if rate < float64(global)*0.6 {
+		t.Errorf("%.1f requests a second: far below the global limit of %d", rate, global)
+	}
+}
+
 // TestRESTLimitsShared: 8 clusters of 2 shards, every shard sending
 // messages to one channel and asking a global route as fast as it can.
 // With the supervisor holding the limits the fake answers no 429 and the
@@ -86,33 +120,7 @@ func TestRESTLimitsShared(t *testing.T) {
 	}
 
 	// Under the shared limits: no 429, and most of what the global limit allows.
-	r0, t0 := restCounts(fake.Record()), time.Now()
-	var r1 restLoad
-	harness.Poll(t, "150 requests answered", 20*time.Millisecond, func() (bool, error) {
-		r1 = restCounts(fake.Record())
-		return r1.ok-r0.ok >= 150, nil
-	})
-	took := time.Since(t0)
-	rate := float64(r1.ok-r0.ok) / took.Seconds()
-	t.Logf("shared limits: %d requests in %v: %.1f/s of the global %d/s; %d 429s (%d before)", r1.ok-r0.ok, took.Round(time.Millisecond), rate, global, r1.limited, r0.limited)
-	// A 429 needs the way from grant to Discord (or the fake's own
-	// handling) to stretch by more than the limiter's 30 ms margin; on a
-	// busy 2-core machine with the race detector a stall does that now and
-	// then, and one stall lets a handful through at once. Per-cluster
-	// limits would answer about 200 here; BenchmarkRESTLimits measures the
-	// 0 unloaded.
-	if n := r1.limited - r0.limited; n > (r1.ok-r0.ok)/20 {
-		t.Errorf("%d 429s under the shared limits, more than 5%% of the requests", n)
-		for _, rl := range fake.Record().RateLimited {
-			t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
-		}
-	}
-	if rate > global*1.1 {
-		t.Errorf("%.1f requests a second: more than the global limit", rate)
-	}
-	if rate < global*0.6 {
-		t.Errorf("%.1f requests a second: far below the global limit of %d", rate, global)
-	}
+	checkRESTFlood(t, fake, "the shared limits", global)
 	if got := metricSum(t, p, "shardvisor_rest_tickets_total", `ticket="granted"`); got == 0 {
 		t.Error("no request took a ticket")
 	}
@@ -175,32 +183,11 @@ func TestRESTLimitsAcrossSupervisors(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Under the service's limits: one global limit for both.
-	r0, t0 := restCounts(fake.Record()), time.Now()
-	var r1 restLoad
-	harness.Poll(t, "150 requests answered", 20*time.Millisecond, func() (bool, error) {
-		r1 = restCounts(fake.Record())
-		return r1.ok-r0.ok >= 150, nil
-	})
-	took := time.Since(t0)
-	rate := float64(r1.ok-r0.ok) / took.Seconds()
-	t.Logf("the service's limits: %d requests in %v: %.1f/s of the global %d/s; %d 429s (%d before)", r1.ok-r0.ok, took.Round(time.Millisecond), rate, global, r1.limited, r0.limited)
-	// As in TestRESTLimitsShared: a stall under the race detector lets a
-	// handful through at once now and then. Two supervisors each holding
-	// the whole limit would answer about as many 429s as requests here;
-	// BenchmarkRESTLimitsAcrossSupervisors measures both.
-	if n := r1.limited - r0.limited; n > (r1.ok-r0.ok)/20 {
-		t.Errorf("%d 429s under the service's limits, more than 5%% of the requests", n)
-		for _, rl := range fake.Record().RateLimited {
-			t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
-		}
-	}
-	if rate > global*1.1 {
-		t.Errorf("%.1f requests a second: more than the global limit", rate)
-	}
-	if rate < global*0.6 {
-		t.Errorf("%.1f requests a second: far below the global limit of %d", rate, global)
-	}
+	// Under the service's limits: one global limit for both (two
+	// supervisors each holding the whole limit would answer about as many
+	// 429s as requests here; BenchmarkRESTLimitsAcrossSupervisors measures
+	// both).
+	checkRESTFlood(t, fake, "the service's limits", global)
 	if got := metricSum(t, service, "shardvisor_rest_requests_total", `class="2xx"`); got == 0 {
 		t.Error("the service learned of no answer: no report reached it")
 	}
