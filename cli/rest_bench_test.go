@@ -28,13 +28,7 @@ func BenchmarkRESTLimits(b *testing.B) {
 			var ok, limited int
 			var took time.Duration
 			for range b.N {
-				fake, err := discordtest.NewServer(discordtest.Options{Guilds: 16, Shards: 16, RESTRateLimit: global,
-					MaxConcurrency: 16, IdentifyInterval: 50 * time.Millisecond, IdentifyTolerance: tolerance,
-					RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}},
-					Logger:      slog.New(slog.DiscardHandler)})
-				if err != nil {
-					b.Fatal(err)
-				}
+				fake := restFake(b, global)
 				start := filepath.Join(b.TempDir(), "start")
 				addr := freeAddr(b)
 				cmd := exec.Command(os.Args[0], "run", "-api-url", fake.URL(), "-shards", "16", "-clusters", "8",
@@ -46,25 +40,13 @@ func BenchmarkRESTLimits(b *testing.B) {
 					b.Fatal(err)
 				}
 				pollStatus(b, addr, 20*time.Millisecond, func(s supervisor.Snapshot) bool { return s.Ready })
-				r0 := restCounts(fake.Record())
-				began := time.Now()
-				os.WriteFile(start, nil, 0o600)
-				time.Sleep(load) // the load's length: a benchmark's measure, not a wait for an event
-				r1 := restCounts(fake.Record())
-				took += time.Since(began)
-				ok += r1.ok - r0.ok
-				limited += r1.limited - r0.limited
-				for _, rl := range fake.Record().RateLimited {
-					b.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
-				}
+				n, l, d := floodFor(b, fake, start, load, true)
+				ok, limited, took = ok+n, limited+l, took+d
 				cmd.Process.Signal(syscall.SIGTERM)
 				cmd.Wait()
 				fake.Close()
 			}
-			rate := float64(ok) / took.Seconds()
-			b.ReportMetric(rate, "ok/s")
-			b.ReportMetric(rate/global, "ok/global")
-			b.ReportMetric(float64(limited)/float64(b.N), "429s/op")
+			reportREST(b, ok, limited, took, global)
 		})
 	}
 }
@@ -86,13 +68,7 @@ func BenchmarkRESTLimitsAcrossSupervisors(b *testing.B) {
 			var ok, limited int
 			var took time.Duration
 			for range b.N {
-				fake, err := discordtest.NewServer(discordtest.Options{Guilds: 16, Shards: 16, RESTRateLimit: global,
-					MaxConcurrency: 16, IdentifyInterval: 50 * time.Millisecond, IdentifyTolerance: tolerance,
-					RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}},
-					Logger:      slog.New(slog.DiscardHandler)})
-				if err != nil {
-					b.Fatal(err)
-				}
+				fake := restFake(b, global)
 				start := filepath.Join(b.TempDir(), "start")
 				queue := freeAddr(b)
 				var cmds []*exec.Cmd
@@ -121,29 +97,50 @@ func BenchmarkRESTLimitsAcrossSupervisors(b *testing.B) {
 				for _, addr := range addrs {
 					pollStatus(b, addr, 20*time.Millisecond, func(s supervisor.Snapshot) bool { return s.Ready })
 				}
-				r0 := restCounts(fake.Record())
-				began := time.Now()
-				os.WriteFile(start, nil, 0o600)
-				time.Sleep(load) // the load's length: a benchmark's measure, not a wait for an event
-				r1 := restCounts(fake.Record())
-				took += time.Since(began)
-				ok += r1.ok - r0.ok
-				limited += r1.limited - r0.limited
-				if mode.service {
-					for _, rl := range fake.Record().RateLimited {
-						b.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
-					}
-				}
+				n, l, d := floodFor(b, fake, start, load, mode.service)
+				ok, limited, took = ok+n, limited+l, took+d
 				for i := len(cmds) - 1; i >= 0; i-- { // the supervisors, then the service
 					cmds[i].Process.Signal(syscall.SIGTERM)
 					cmds[i].Wait()
 				}
 				fake.Close()
 			}
-			rate := float64(ok) / took.Seconds()
-			b.ReportMetric(rate, "ok/s")
-			b.ReportMetric(rate/global, "ok/global")
-			b.ReportMetric(float64(limited)/float64(b.N), "429s/op")
+			reportREST(b, ok, limited, took, global)
 		})
 	}
+}
+
+// restFake is the fake of the REST benchmarks: 16 shards' worth of guilds,
+// the global limit, and messages at 10 per 500 ms per channel.
+func restFake(b *testing.B, global int) *discordtest.Server {
+	fake, err := discordtest.NewServer(discordtest.Options{Guilds: 16, Shards: 16, RESTRateLimit: global,
+		MaxConcurrency: 16, IdentifyInterval: 50 * time.Millisecond, IdentifyTolerance: tolerance,
+		RouteLimits: map[string]discordtest.RouteLimit{"POST channels/{channel}/messages": {Limit: 10, Per: 500 * time.Millisecond}},
+		Logger:      slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fake
+}
+
+// floodFor starts the flood (creates start) and returns what the fake
+// answered in the load's time: 200s, 429s, and the time measured; with
+// show, each 429 is logged.
+func floodFor(b *testing.B, fake *discordtest.Server, start string, load time.Duration, show bool) (ok, limited int, took time.Duration) {
+	r0 := restCounts(fake.Record())
+	began := time.Now()
+	os.WriteFile(start, nil, 0o600)
+	time.Sleep(load) // the load's length: a benchmark's measure, not a wait for an event
+	r1 := restCounts(fake.Record())
+	if show {
+		log429s(b, fake)
+	}
+	return r1.ok - r0.ok, r1.limited - r0.limited, time.Since(began)
+}
+
+func reportREST(b *testing.B, ok, limited int, took time.Duration, global int) {
+	rate := float64(ok) / took.Seconds()
+	b.ReportMetric(rate, "ok/s")
+	b.ReportMetric(rate/float64(global), "ok/global")
+	b.ReportMetric(float64(limited)/float64(b.N), "429s/op")
 }

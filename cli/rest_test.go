@@ -88,15 +88,20 @@ func checkRESTFlood(t *testing.T, fake *discordtest.Server, limits string, globa
 	// 0 unloaded.
 	if n := r1.limited - r0.limited; n > (r1.ok-r0.ok)/20 {
 		t.Errorf("%d 429s under %s, more than 5%% of the requests", n, limits)
-		for _, rl := range fake.Record().RateLimited {
-			t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
-		}
+		log429s(t, fake)
 	}
 	if rate > float64(global)*1.1 {
 		t.Errorf("%.1f requests a second: more than the global limit", rate)
 	}
 	if rate < float64(global)*0.6 {
 		t.Errorf("%.1f requests a second: far below the global limit of %d", rate, global)
+	}
+}
+
+// log429s logs every 429 the fake answered.
+func log429s(t testing.TB, fake *discordtest.Server) {
+	for _, rl := range fake.Record().RateLimited {
+		t.Logf("429 at %v: %s scope %s bucket %q major %q retry %v", rl.At.Format("15:04:05.000"), rl.Route, rl.Scope, rl.Bucket, rl.Major, rl.RetryAfter)
 	}
 }
 
