@@ -52,25 +52,13 @@ const maxWait = 24 * time.Hour
 // a cancel, the answer's status and rate limit headers too for a report
 // (the fields of Response, durations in nanoseconds).
 type ReportRequest struct {
-	Key        string        `json:"key"`
-	Status     int           `json:"status,omitempty"`
-	Bucket     string        `json:"bucket,omitempty"`
-	Limit      int           `json:"limit,omitempty"`
-	Remaining  int           `json:"remaining,omitempty"`
-	ResetAfter time.Duration `json:"reset_after_ns,omitempty"`
-	RetryAfter time.Duration `json:"retry_after_ns,omitempty"`
-	Global     bool          `json:"global,omitempty"`
-	Scope      string        `json:"scope,omitempty"`
+	Key string `json:"key"`
+	Response
 }
 
 // TicketAnswer is the answer to a ticket: send after Wait.
 type TicketAnswer struct {
 	Wait time.Duration `json:"wait_ns"`
-}
-
-func (m *ReportRequest) response() Response {
-	return Response{Status: m.Status, Bucket: m.Bucket, Limit: m.Limit, Remaining: m.Remaining,
-		ResetAfter: m.ResetAfter, RetryAfter: m.RetryAfter, Global: m.Global, Scope: m.Scope}
 }
 
 // check returns an error that names the first field that is not one an
@@ -152,7 +140,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, r, http.StatusBadRequest, err)
 			return
 		}
-		h.l.Report(m.Key, m.response(), now)
+		h.l.Report(m.Key, m.Response, now)
 		w.WriteHeader(http.StatusNoContent)
 	case PathCancel:
 		h.l.Cancel(m.Key, now)
@@ -184,7 +172,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v *ReportRequest) (int, 
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("body: more than %d bytes", MaxBody)
 	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return http.StatusBadRequest, fmt.Errorf("%q: a JSON %s is not a %s", typeErr.Field, typeErr.Value, typeErr.Type)
+		// The embedded Response is no level of the JSON: its fields are the body's.
+		field := strings.TrimPrefix(typeErr.Field, "Response.")
+		return http.StatusBadRequest, fmt.Errorf("%q: a JSON %s is not a %s", field, typeErr.Value, typeErr.Type)
 	case errors.Is(err, io.EOF):
 		return http.StatusBadRequest, errors.New(`body: empty; want {"key": ...}`)
 	}
@@ -312,8 +302,7 @@ func (r *Remote) Report(key string, resp Response) {
 		r.Cancel(key)
 		return
 	}
-	m := ReportRequest{Key: key, Status: resp.Status, Bucket: resp.Bucket, Limit: resp.Limit, Remaining: resp.Remaining,
-		ResetAfter: resp.ResetAfter, RetryAfter: resp.RetryAfter, Global: resp.Global, Scope: resp.Scope}
+	m := ReportRequest{Key: key, Response: resp}
 	if CheckKey(key) != nil || m.check() != nil { // the service would refuse it
 		r.dropped.Add(1)
 		return

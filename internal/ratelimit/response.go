@@ -17,28 +17,29 @@ const (
 
 // Response is what Report needs to know of Discord's answer to one
 // request: its status and its rate limit headers (ParseHeaders).
+// Its JSON is a report's body to the REST limits service (http.go).
 type Response struct {
 	// Status is the HTTP status; 0 for a request that got no answer (it
 	// failed, or was never sent): it only gives its ticket back.
-	Status int
+	Status int `json:"status,omitempty"`
 	// Bucket is X-RateLimit-Bucket: the hash naming the bucket, the same
 	// for every major parameter; "" when absent.
-	Bucket string
+	Bucket string `json:"bucket,omitempty"`
 	// Limit is X-RateLimit-Limit, the requests per window; 0 when absent,
 	// and then Remaining and ResetAfter mean nothing.
-	Limit int
+	Limit int `json:"limit,omitempty"`
 	// Remaining is X-RateLimit-Remaining.
-	Remaining int
+	Remaining int `json:"remaining,omitempty"`
 	// ResetAfter is X-RateLimit-Reset-After: how long from the answer
 	// until the bucket's window ends.
-	ResetAfter time.Duration
+	ResetAfter time.Duration `json:"reset_after_ns,omitempty"`
 	// Global is X-RateLimit-Global: a 429 of the global limit.
-	Global bool
+	Global bool `json:"global,omitempty"`
 	// Scope is X-RateLimit-Scope of a 429: ScopeUser, ScopeGlobal,
 	// ScopeShared, or "" when absent.
-	Scope string
+	Scope string `json:"scope,omitempty"`
 	// RetryAfter is Retry-After of a 429.
-	RetryAfter time.Duration
+	RetryAfter time.Duration `json:"retry_after_ns,omitempty"`
 }
 
 // ParseHeaders reads the rate limit headers of Discord's answer with the
