@@ -51,7 +51,7 @@ func TestNotifierOnFakeClock(t *testing.T) {
 		go func() { done <- n.Run(ctx) }()
 
 		setShards := func(states ...wire.ShardState) {
-			s.store.update(0, func(c *ClusterStatus) {
+			s.store.updateIn(s.store.liveSet(), 0, func(c *ClusterStatus) {
 				c.State, c.PID = ClusterStarting, 42
 				for i, st := range states {
 					c.ShardState[i].State = st

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -76,7 +77,8 @@ func (s *Supervisor) addRoster(ro *roster) bool {
 		s.rosterMu.Unlock()
 		return false
 	}
-	s.rosters = append(s.rosters, ro)
+	// Those retired or abandoned are stopped already: a stop need not.
+	s.rosters = append(slices.DeleteFunc(s.rosters, (*roster).isStopping), ro)
 	s.rosterMu.Unlock()
 	// The main loop ends only once every runner it counts is done, which
 	// is after a stop; then these are not run (a stop stopped them).

@@ -160,9 +160,6 @@ func (s *Store) liveSet() *statusSet {
 	return s.live
 }
 
-// update applies f to cluster id's status in the live fleet.
-func (s *Store) update(id int, f func(*ClusterStatus)) { s.updateIn(s.liveSet(), id, f) }
-
 // updateIn applies f to cluster id's status in set and wakes the waiters.
 func (s *Store) updateIn(set *statusSet, id int, f func(*ClusterStatus)) {
 	s.mu.Lock()

@@ -139,7 +139,7 @@ type Supervisor struct {
 
 	liveRoster atomic.Pointer[roster] // the fleet that serves the bot (roster.go)
 	rosterMu   sync.Mutex
-	rosters    []*roster       // every roster ever added, for a stop
+	rosters    []*roster       // the rosters a stop must stop
 	spawn      chan *roster    // a reshard's next fleet, for the main loop to run
 	loopDone   chan struct{}   // closed when the main loop ends
 	reshards   *reshardMetrics // reshard.go
